@@ -1,0 +1,73 @@
+"""Model loading shared by trainers, samplers, rewards and evaluation.
+
+Names in recipes resolve in this order: a registered alias (``toy-base``, the embedded toy model), a local
+directory, then a Hugging Face hub id (the loading code is the same; this machine simply cannot reach a
+hub). Weights are loaded from safetensors only and ``trust_remote_code`` stays off unless the recipe asks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+TOY_ASSETS = Path(__file__).resolve().parent / "toy" / "assets"
+MODEL_ALIASES: dict[str, Path] = {"toy-base": TOY_ASSETS / "base"}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Alias -> embedded directory; anything else is passed through to transformers unchanged."""
+    alias = MODEL_ALIASES.get(name_or_path)
+    return str(alias) if alias is not None else name_or_path
+
+
+def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer with a pad token (EOS when the model has none; padding side right for training)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_model_path(name_or_path), revision=revision, trust_remote_code=trust_remote_code
+    )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+):
+    """A causal LM from safetensors weights (``use_safetensors=True`` refuses pickle checkpoints)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    return AutoModelForCausalLM.from_pretrained(
+        resolve_model_path(name_or_path),
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        dtype=DTYPES.get(dtype, "auto"),
+        use_safetensors=True,
+        **kwargs,
+    )
+
+
+def load_reward_model(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False):
+    """A one-logit sequence classifier; from a causal LM checkpoint the score head starts fresh."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_path(name_or_path),
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        num_labels=1,
+        use_safetensors=True,
+    )
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    return model
