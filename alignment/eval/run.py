@@ -1,0 +1,127 @@
+"""Evaluation entry points: after a training run, and `alignment eval` on any saved model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from alignment.eval.gold import EvalSettings, evaluate, write_eval
+
+logger = logging.getLogger(__name__)
+
+
+def _prompts(spec, seed: int) -> list[str]:
+    import alignment.toy.builders  # noqa: F401
+    from alignment.data.formats import prepare_for_method
+    from alignment.data.loading import load_dataset_spec
+
+    dataset, _ = prepare_for_method(
+        load_dataset_spec(spec, seed=seed), ("prompts",), source="evaluation.prompts"
+    )
+    return list(dict.fromkeys(dataset["prompt"]))
+
+
+def _harmful_fn(reward_kind: str):
+    if reward_kind != "gold":
+        return None
+    from alignment.toy.gold import is_harmful
+
+    return is_harmful
+
+
+def settings_from_recipe(evaluation) -> EvalSettings:
+    return EvalSettings(
+        num_prompts=evaluation.num_prompts,
+        samples_per_prompt=max(evaluation.samples_per_prompt, *evaluation.best_of_n, 1),
+        max_new_tokens=evaluation.max_new_tokens,
+        temperature=evaluation.temperature,
+        seed=evaluation.seed,
+        best_of_n=tuple(evaluation.best_of_n),
+    )
+
+
+def evaluate_recipe_model(recipe, model, tokenizer, *, uses_adapter: bool) -> dict[str, Any]:
+    """Evaluate the trained `model` against the recipe's reference; writes output_dir/eval.json."""
+    from alignment.models import load_causal_lm
+    from alignment.rewards.base import build_reward
+
+    unwrapped = getattr(model, "module", model)
+    reference = (
+        unwrapped
+        if uses_adapter
+        else load_causal_lm(
+            recipe.model.name_or_path,
+            revision=recipe.model.revision,
+            trust_remote_code=recipe.model.trust_remote_code,
+            dtype=recipe.model.dtype,
+        ).to(next(unwrapped.parameters()).device)
+    )
+    reward_config = recipe.reward if recipe.reward.kind != "none" else type(recipe.reward)(kind="gold")
+    result = evaluate(
+        unwrapped,
+        reference,
+        tokenizer,
+        _prompts(recipe.evaluation.prompts, recipe.evaluation.seed),
+        build_reward(reward_config),
+        settings_from_recipe(recipe.evaluation),
+        reference_is_adapter=uses_adapter,
+        harmful_fn=_harmful_fn(reward_config.kind),
+    )
+    write_eval(result, recipe.output_dir)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    """`alignment eval MODEL [--reference REF] [--output-dir DIR] ...`: evaluate any saved model."""
+    from alignment.models import load_causal_lm, load_tokenizer
+    from alignment.recipe.schema import DatasetSpec, RewardConfig
+    from alignment.rewards.base import build_reward
+
+    parser = argparse.ArgumentParser(prog="alignment eval", description=main.__doc__)
+    parser.add_argument("model", help="model directory, alias (toy-base) or hub id")
+    parser.add_argument("--reference", default="toy-base", help="reference model (default: toy-base)")
+    parser.add_argument(
+        "--output-dir", default=None, help="where eval.json goes (default: the model directory)"
+    )
+    parser.add_argument("--prompts", default="toy-prompts", help="prompt dataset (builder, file or hub id)")
+    parser.add_argument("--split", default="eval")
+    parser.add_argument("--num-prompts", type=int, default=256)
+    parser.add_argument("--samples-per-prompt", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--best-of-n", type=int, nargs="*", default=[])
+    parser.add_argument("--reward", default="gold", help="gold, or module:function")
+    args = parser.parse_args(argv)
+    reward_config = (
+        RewardConfig(kind="gold")
+        if args.reward == "gold"
+        else RewardConfig(kind="function", function=args.reward)
+    )
+    reward = build_reward(reward_config)
+    tokenizer = load_tokenizer(args.model)
+    settings = EvalSettings(
+        num_prompts=args.num_prompts,
+        samples_per_prompt=max(args.samples_per_prompt, *args.best_of_n, 1),
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        best_of_n=tuple(args.best_of_n),
+    )
+    prompts = _prompts(DatasetSpec(name=args.prompts, split=args.split), args.seed)
+    result = evaluate(
+        load_causal_lm(args.model),
+        load_causal_lm(args.reference),
+        tokenizer,
+        prompts,
+        reward,
+        settings,
+        harmful_fn=_harmful_fn(reward_config.kind),
+    )
+    path = write_eval(result, args.output_dir or args.model)
+    shown = {k: v for k, v in result.items() if isinstance(v, float)}
+    for key, value in shown.items():
+        print(f"{key:>24}: {value:.4f}")
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,152 @@
+"""The runtime side of a method: which completions each example carries, and how log-probs become a loss.
+
+A method is small: a params dataclass, the data formats it takes, and an `Objective` subclass with two
+jobs — `build_examples` (tokenized rows -> rows with a `completion_ids` list of C completions, plus any
+per-example numbers such as labels or density-ratio weights) and `loss` (policy and reference log-probs of
+shape (B, C) -> a scalar loss and detached metrics). Everything else — batching, the forward pass,
+reference handling, logging, checkpoints, DeepSpeed — lives once in the trainer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignment.policy.batching import COMPLETIONS
+
+AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
+
+
+def local_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The single-process all-reduce: identity."""
+    return tensor
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar, differentiable
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # detached scalars, TRL-style names
+
+
+@dataclass
+class BuildContext:
+    """What `build_examples` may need beyond the rows: D²O samples from the reference, BCO embeds prompts."""
+
+    tokenizer: Any
+    model: Any  # the initial policy (= the reference), before any training step
+    seed: int = 0
+    max_length: int = 1024
+    sampler_factory: Callable[[], Any] | None = None  # -> alignment.sampling.base.Sampler
+    sampling_config: Any = None  # recipe `sampling:` section
+
+
+class Objective(ABC):
+    """Base class of every method's runtime; subclasses set `num_completions` and implement two methods."""
+
+    num_completions: int = 1
+    #: extra per-example columns (numbers) the loss reads from the batch
+    example_columns: tuple[str, ...] = ()
+
+    def __init__(self, params: Any):
+        self.params = params
+
+    @abstractmethod
+    def build_examples(self, dataset, ctx: BuildContext):
+        """Tokenized dataset (data-layer columns) -> dataset with `completion_ids` and `example_columns`."""
+
+    @abstractmethod
+    def loss(
+        self,
+        policy_logps: torch.Tensor,
+        ref_logps: torch.Tensor,
+        batch: dict[str, Any],
+        *,
+        training: bool,
+        all_reduce_sum: AllReduceSum = local_sum,
+    ) -> LossOutput:
+        """(B, C) log-probs -> loss. `all_reduce_sum` sums a tensor over data-parallel processes."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Training state beyond the weights (BCO's reward shift); saved in every checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+    def keep_columns(self, dataset):
+        """Only what the collator needs: token ids, completions, per-example numbers."""
+        keep = {"prompt_input_ids", COMPLETIONS, *self.example_columns}
+        return dataset.remove_columns([c for c in dataset.column_names if c not in keep])
+
+
+def pairwise_metrics(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, policy_logps: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The metrics every pairwise method logs (TRL's names): rewards are β·log-ratios, detached."""
+    return {
+        "rewards/chosen": chosen_rewards.mean(),
+        "rewards/rejected": rejected_rewards.mean(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+        "logps/chosen": policy_logps[:, 0].detach().mean(),
+        "logps/rejected": policy_logps[:, 1].detach().mean(),
+    }
+
+
+def unpaired_metrics(
+    rewards: torch.Tensor, labels: torch.Tensor, policy_logps: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """KTO/BCO metrics: mean β·ρ of desirable ("chosen") and undesirable ("rejected") examples.
+
+    A class absent from the micro-batch gives NaN, which the trainer's averaging skips.
+    """
+    nan = torch.tensor(float("nan"), device=rewards.device)
+
+    def mean_of(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return values[mask].float().mean() if bool(mask.any()) else nan
+
+    return {
+        "rewards/chosen": mean_of(rewards, labels),
+        "rewards/rejected": mean_of(rewards, ~labels),
+        "logps/chosen": mean_of(policy_logps.detach(), labels),
+        "logps/rejected": mean_of(policy_logps.detach(), ~labels),
+    }
+
+
+def paired_examples(dataset, objective: Objective):
+    """Paired rows -> completions (chosen, rejected)."""
+    dataset = dataset.map(
+        lambda row: {COMPLETIONS: [row["chosen_input_ids"], row["rejected_input_ids"]]}, desc="building pairs"
+    )
+    return objective.keep_columns(dataset)
+
+
+def mismatched_permutation(n: int, seed: int) -> np.ndarray:
+    """σ with σ(j) ≠ j for n > 1: a cyclic shift along a seeded random order of the rows."""
+    order = np.random.default_rng(seed).permutation(n)
+    sigma = np.empty(n, dtype=np.int64)
+    sigma[order] = np.roll(order, -1)
+    return sigma
+
+
+def unpaired_examples(dataset, *, with_mismatched: bool, seed: int, max_length: int):
+    """Unpaired rows -> completions (y,) or (y, y') with y' another row's completion (KTO's KL pairs).
+
+    y' is cut to fit `max_length` after the prompt; it only feeds the KL estimate.
+    """
+    completions = dataset["completion_input_ids"]
+    sigma = mismatched_permutation(len(dataset), seed) if with_mismatched else None
+
+    def attach(row, index):
+        comps = [row["completion_input_ids"]]
+        if sigma is not None:
+            room = max(1, max_length - len(row["prompt_input_ids"]))
+            comps.append(completions[int(sigma[index])][:room])
+        return {COMPLETIONS: comps, "label": bool(row["label"])}
+
+    return dataset.map(attach, with_indices=True, desc="building unpaired examples")

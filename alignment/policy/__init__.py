@@ -1,0 +1,1 @@
+"""Policy core: batching, summed completion log-probs, reference handling."""

@@ -1,0 +1,69 @@
+"""Summed completion log-probs: the quantity every loss in the library is a function of.
+
+log π(y|x) = Σ_t log π(y_t | x, y_<t) over completion tokens only (prompt and padding masked), as DPO, IPO,
+KTO, BCO and D²O all define it. Only the positions that predict a completion token are projected onto
+the vocabulary (`logits_to_keep` for packed rows, a hidden-state gather otherwise), which saves the
+(N, T, V) logits tensor that dominates memory for large vocabularies.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from alignment.policy.batching import SequenceBatch
+
+
+def gather_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[target] per row without materialising the full log-softmax. (M, V), (M,) -> (M,)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 -> fp32, fp64 stays
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def completion_logits(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
+    """(M, V) logits at exactly the target positions, through the model's own forward.
+
+    Going through `model(...)` (not its submodules) keeps DeepSpeed's and peft's hooks in charge. Packed
+    batches have one row per pack, so `logits_to_keep` can name the target positions directly; padded
+    batches with several rows keep positions up to the row's width and gather afterwards.
+    """
+    rows, width = batch.input_ids.shape
+    if rows == 1:
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            logits_to_keep=batch.target_positions,
+            use_cache=False,
+        )
+        return out.logits[0]
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    )
+    return out.logits.reshape(rows * width, -1)[batch.target_positions]
+
+
+def sequence_logps(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
+    """(B, C) summed completion log-probs for every example and completion in one forward pass."""
+    token_logps = gather_logps(completion_logits(model, batch), batch.target_ids)
+    summed = torch.zeros(batch.num_sequences, dtype=token_logps.dtype, device=token_logps.device)
+    summed = summed.index_add(0, batch.target_seq, token_logps)
+    return summed.view(batch.num_examples, batch.num_completions)
+
+
+def sequence_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
+    """(B, C) exact KL(π || π_ref) summed over each completion's tokens: Σ_t Σ_v π(v|ctx_t) log π/π_ref.
+
+    The low-variance estimator the online-vs-offline study asks for (its pitfall 3), and exactly 0 when
+    both models are the same.
+    """
+    dtype = torch.promote_types(policy_logits.dtype, torch.float32)
+    logp = torch.log_softmax(policy_logits.to(dtype), dim=-1)
+    logq = torch.log_softmax(ref_logits.to(dtype), dim=-1)
+    per_token = (logp.exp() * (logp - logq)).sum(-1)
+    summed = torch.zeros(batch.num_sequences, dtype=per_token.dtype, device=per_token.device)
+    summed = summed.index_add(0, batch.target_seq, per_token)
+    return summed.view(batch.num_examples, batch.num_completions)

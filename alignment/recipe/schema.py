@@ -1,0 +1,349 @@
+"""The recipe schema: one frozen dataclass per YAML section, help text on every field.
+
+```yaml
+method: {name: bco, beta: 0.1, udm: true}      # MethodConfig: name + that method's <Name>Params
+model: {name_or_path: toy-base}                  # ModelConfig (+ lora)
+data: {train: {name: toy-unpaired}}              # DataConfig of DatasetSpec
+training: {learning_rate: 5.0e-6, seed: 0}       # any transformers.TrainingArguments field
+sampling: {...}; reward: {...}; evaluation: {...}
+output_dir: runs/{method}
+```
+`alignment.recipe.load` builds these from YAML; constructing them in Python runs the same range checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, ClassVar, Literal
+
+from alignment.errors import RecipeError
+from alignment.recipe.fields import check, coerce, field_types, param, unknown_key_message
+
+DataFormat = Literal["auto", "paired", "unpaired", "negatives", "prompts"]
+
+# Our defaults over TrainingArguments' own (which target large GPU runs): small toy-friendly steps, no
+# checkpoints or trackers unless asked, seed 0, and columns kept (our collators need them).
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 1.0e-5,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+    "optim": "adamw_torch",
+    "max_grad_norm": 1.0,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "num_train_epochs": 1,
+    "max_steps": -1,
+    "logging_steps": 10,
+    "eval_strategy": "no",
+    "save_strategy": "no",
+    "report_to": "none",
+    "seed": 0,
+    "bf16": False,
+    "remove_unused_columns": False,
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoraConfig:
+    enabled: bool = param(False, help="Train LoRA adapters instead of all weights (peft).")
+    r: int = param(16, help="LoRA rank.")
+    alpha: float = param(32, help="LoRA scaling numerator (lora_alpha); the update is scaled by alpha / r.")
+    dropout: float = param(0.05, help="Dropout on the LoRA branch, in [0, 1).")
+    target_modules: list[str] | str = param(
+        "all-linear",
+        help="Module names to adapt, or 'all-linear' for every linear layer but the output head.",
+    )
+
+    def __post_init__(self) -> None:
+        check(self.r >= 1, "r", f"must be >= 1, got {self.r}")
+        check(self.alpha > 0, "alpha", f"must be > 0, got {self.alpha}")
+        check(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    name_or_path: str = param(
+        "toy-base", help="Policy model: an alias (toy-base), a local directory or a hub id."
+    )
+    revision: str | None = param(None, help="Hub revision (branch, tag or commit) of the model.")
+    trust_remote_code: bool = param(False, help="Allow model code from the checkpoint (off: safer).")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = param("float32", help="Weight dtype at load.")
+    attn_implementation: str | None = param(None, help="transformers attention kernel (eager, sdpa, ...).")
+    lora: LoraConfig = param(help="LoRA adapters (model.lora.enabled: true to use them).", factory=LoraConfig)
+    reference: Literal["auto", "copy", "adapter", "precomputed"] = param(
+        "auto",
+        help="Reference policy: auto = adapter when LoRA, else precomputed log-probs for static data, else a "
+        "frozen copy.",
+    )
+    reference_cache_dir: str = param(
+        ".cache/alignment/reference", help="Where precomputed reference log-probs are cached."
+    )
+
+    def __post_init__(self) -> None:
+        check(bool(self.name_or_path), "name_or_path", "must not be empty")
+        check(
+            self.reference != "adapter" or self.lora.enabled,
+            "reference",
+            "'adapter' needs LoRA (set model.lora.enabled: true) or choose 'copy' / 'precomputed'",
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DatasetSpec:
+    SHORTHAND: ClassVar[str] = "name"  # `train: toy-paired` is read as `train: {name: toy-paired}`
+
+    name: str = param(
+        help="Dataset: a registered builder (toy-paired, ...), a local .json/.jsonl/.parquet/.csv file or a "
+        "hub id."
+    )
+    split: str = param("train", help="Split to read (builders: train or eval).")
+    subset: str | None = param(None, help="Hub dataset configuration (subset) name.")
+    format: DataFormat = param(
+        "auto", help="Column layout: paired, unpaired, negatives, prompts; auto detects it from the columns."
+    )
+    args: dict[str, Any] = param(help="Extra keyword arguments for a dataset builder.", factory=dict)
+    num_samples: int | None = param(None, help="Keep only the first N examples (None: all).")
+
+    def __post_init__(self) -> None:
+        check(bool(self.name), "name", "must not be empty")
+        check(
+            self.num_samples is None or self.num_samples >= 1,
+            "num_samples",
+            f"must be >= 1, got {self.num_samples}",
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    train: DatasetSpec = param(help="Training dataset (required), e.g. {name: toy-paired}.")
+    eval: DatasetSpec | None = param(None, help="Optional evaluation dataset for the trainer's eval loss.")
+    max_length: int = param(256, help="Maximum tokens of prompt + completion (the completion is cut first).")
+    max_prompt_length: int = param(128, help="Maximum prompt tokens (prompts are cut from the left).")
+    chat_template: str | None = param(None, help="Jinja chat template overriding the tokenizer's own.")
+    num_proc: int = param(1, help="Processes for dataset tokenisation.")
+
+    def __post_init__(self) -> None:
+        check(self.max_length >= 2, "max_length", f"must be >= 2, got {self.max_length}")
+        check(
+            1 <= self.max_prompt_length < self.max_length,
+            "max_prompt_length",
+            f"must be >= 1 and < max_length ({self.max_length}), got {self.max_prompt_length}",
+        )
+        check(self.num_proc >= 1, "num_proc", f"must be >= 1, got {self.num_proc}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VLLMConfig:
+    gpu_memory_utilization: float = param(0.3, help="Fraction of GPU memory vLLM may take, in (0, 1].")
+    max_model_len: int | None = param(
+        None, help="vLLM context length (None: data.max_length + max_new_tokens)."
+    )
+    enforce_eager: bool = param(True, help="Disable CUDA graphs (faster start, slower decode).")
+    kv_cache_space_gib: float = param(1.0, help="KV-cache size in GiB for the CPU backend.")
+
+    def __post_init__(self) -> None:
+        u = self.gpu_memory_utilization
+        check(0 < u <= 1, "gpu_memory_utilization", f"must be in (0, 1], got {u}")
+        check(self.max_model_len is None or self.max_model_len >= 1, "max_model_len", "must be >= 1")
+        check(
+            self.kv_cache_space_gib > 0, "kv_cache_space_gib", f"must be > 0, got {self.kv_cache_space_gib}"
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamplingConfig:
+    backend: Literal["transformers", "vllm"] = param("transformers", help="Generation backend.")
+    temperature: float = param(1.0, help="Sampling temperature (0: greedy).")
+    top_p: float = param(1.0, help="Nucleus sampling mass, in (0, 1].")
+    top_k: int = param(0, help="Top-k sampling (0: off).")
+    max_new_tokens: int = param(48, help="Maximum generated tokens per completion.")
+    n: int = param(2, help="Completions sampled per prompt.")
+    seed: int = param(0, help="Sampling seed.")
+    batch_size: int = param(64, help="Prompts per generation batch (transformers backend).")
+    vllm: VLLMConfig = param(help="vLLM engine settings (sampling.backend: vllm).", factory=VLLMConfig)
+
+    def __post_init__(self) -> None:
+        check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        check(self.top_k >= 0, "top_k", f"must be >= 0, got {self.top_k}")
+        for name in ("max_new_tokens", "n", "batch_size"):
+            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+
+
+FUNCTION_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RewardConfig:
+    kind: Literal["gold", "model", "function", "none"] = param(
+        "gold", help="Reward: the toy gold reward, a reward model, a Python function, or none."
+    )
+    name_or_path: str | None = param(None, help="Reward model (required when kind is 'model').")
+    function: str | None = param(
+        None, help="'module:function' scoring (prompts, completions) (kind 'function')."
+    )
+    batch_size: int = param(64, help="Completions scored per batch.")
+
+    def __post_init__(self) -> None:
+        check(
+            self.kind != "model" or bool(self.name_or_path),
+            "name_or_path",
+            "required when reward.kind is 'model'",
+        )
+        if self.kind == "function":
+            check(self.function is not None, "function", "required when reward.kind is 'function'")
+        if self.function is not None:
+            check(
+                bool(FUNCTION_REF.match(self.function)),
+                "function",
+                f"expected 'package.module:function', got {self.function!r}",
+            )
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+def _eval_prompts() -> DatasetSpec:
+    return DatasetSpec(name="toy-prompts", split="eval")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluationConfig:
+    enabled: bool = param(True, help="Run the gold evaluation after training.")
+    prompts: DatasetSpec = param(help="Evaluation prompts.", factory=_eval_prompts)
+    num_prompts: int = param(256, help="Number of evaluation prompts.")
+    samples_per_prompt: int = param(2, help="Completions sampled per evaluation prompt.")
+    max_new_tokens: int = param(48, help="Maximum generated tokens per evaluation completion.")
+    temperature: float = param(1.0, help="Evaluation sampling temperature.")
+    seed: int = param(1234, help="Evaluation sampling seed.")
+    best_of_n: list[int] = param(
+        help="Also evaluate best-of-n sampling for these n (e.g. [1, 4, 16]).", factory=list
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("num_prompts", "samples_per_prompt", "max_new_tokens"):
+            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        for i, n in enumerate(self.best_of_n):
+            check(n >= 1, f"best_of_n[{i}]", f"must be >= 1, got {n}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MethodConfig:
+    name: str = param(help="The alignment method (a registered name: dpo, ipo, kto, bco, d2o, ...).")
+    params: Any = param(
+        None, help="The method's own parameters (its <Name>Params dataclass); default: its defaults."
+    )
+
+    def __post_init__(self) -> None:
+        spec = method_spec(self.name)
+        if self.params is None:
+            object.__setattr__(self, "params", spec.params())
+        check(
+            isinstance(self.params, spec.params),
+            "params",
+            f"expected {spec.params.__name__} for method '{self.name}', got {type(self.params).__name__}",
+        )
+
+
+def method_spec(name: str):
+    """The registered `MethodSpec` for `name`; a RecipeError at 'name' listing the valid names otherwise."""
+    from alignment.methods import METHODS
+
+    try:
+        return METHODS.get(name)
+    except KeyError as err:
+        raise RecipeError("name", err.args[0]) from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Recipe:
+    method: MethodConfig = param(help="Method name and its hyperparameters, e.g. {name: dpo, beta: 0.1}.")
+    model: ModelConfig = param(help="Policy model, dtype, LoRA and reference policy.", factory=ModelConfig)
+    data: DataConfig = param(help="Training/eval datasets and token limits.")
+    training: dict[str, Any] = param(
+        help="Any transformers.TrainingArguments field (learning_rate, seed, ...) except output_dir.",
+        factory=lambda: dict(TRAINING_DEFAULTS),
+    )
+    sampling: SamplingConfig = param(
+        help="Generation for online methods and sampled data.", factory=SamplingConfig
+    )
+    reward: RewardConfig = param(help="Reward used to label samples and evaluate.", factory=RewardConfig)
+    evaluation: EvaluationConfig = param(help="Gold evaluation after training.", factory=EvaluationConfig)
+    output_dir: str = param("runs/{method}", help="Run directory; '{method}' is replaced by the method name.")
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "output_dir", self.output_dir.format(method=self.method.name))
+        except (KeyError, IndexError, ValueError):
+            raise RecipeError("output_dir", "the only placeholder allowed is '{method}'") from None
+        check(bool(self.output_dir), "output_dir", "must not be empty")
+        spec = method_spec(self.method.name)
+        for key, ds in (("train", self.data.train), ("eval", self.data.eval)):
+            if ds is not None and ds.format != "auto":
+                check(
+                    ds.format in spec.formats,
+                    f"data.{key}.format",
+                    f"method '{spec.name}' reads {', '.join(spec.formats)} data, got '{ds.format}'",
+                )
+        check(
+            not (self.model.reference == "precomputed" and spec.kind == "online"),
+            "model.reference",
+            f"'precomputed' needs static data; method '{spec.name}' samples on-policy "
+            "(use 'copy' or 'adapter')",
+        )
+
+
+def reference_mode(recipe: Recipe) -> Literal["copy", "adapter", "precomputed"]:
+    """model.reference with 'auto' resolved: adapter with LoRA, else precomputed for static data, else copy"""
+    if recipe.model.reference != "auto":
+        return recipe.model.reference
+    if recipe.model.lora.enabled:
+        return "adapter"
+    return "precomputed" if method_spec(recipe.method.name).kind != "online" else "copy"
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def training_argument_types() -> dict[str, Any]:
+    """TrainingArguments field name -> annotation (imports transformers' config module, no model code)."""
+    from transformers import TrainingArguments
+
+    return field_types(TrainingArguments)
+
+
+def validate_training(values: Any, path: str = "training") -> dict[str, Any]:
+    """Our defaults overlaid with `values`, each checked against its TrainingArguments field type."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise RecipeError(path, f"expected a mapping of TrainingArguments fields, got {values!r}")
+    resolved = dict(TRAINING_DEFAULTS)
+    if not values:
+        return resolved
+    types_ = training_argument_types()
+    for key, value in values.items():
+        if key == "output_dir":
+            raise RecipeError(
+                f"{path}.output_dir", "set the top-level 'output_dir' instead of 'training.output_dir'"
+            )
+        if key not in types_:
+            raise RecipeError(
+                f"{path}.{key}", unknown_key_message(str(key), path, [k for k in types_ if k != "output_dir"])
+            )
+        resolved[key] = coerce(value, types_[key], f"{path}.{key}")
+    return resolved
+
+
+def to_training_arguments(recipe: Recipe, args_class: type | None = None, **extra: Any):
+    """`TrainingArguments` (or the trainer's subclass `args_class`): recipe.training + output_dir + extra."""
+    from transformers import TrainingArguments
+
+    cls = args_class or TrainingArguments
+    kwargs = {**recipe.training, "output_dir": recipe.output_dir, **extra}
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:  # cross-field checks inside TrainingArguments.__post_init__
+        raise RecipeError("training", str(err)) from None

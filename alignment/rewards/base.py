@@ -1,0 +1,67 @@
+"""The reward interface and its kinds: a Python function, the toy world's gold reward, a reward model.
+
+Functions are named ``module:function`` and imported (never evaluated): the recipe can only point at code
+that is already importable, and a typo fails before any model loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+from alignment.errors import RecipeError
+
+FUNCTION_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+GOLD_FUNCTION = "alignment.toy.gold:gold_reward"
+
+
+class Reward(Protocol):
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        """(B,) float rewards, one per (prompt, completion)."""
+        ...
+
+
+def load_function(spec: str, *, key: str = "reward.function") -> Callable:
+    """Import `module:function`; RecipeError naming `key` when the module or attribute is missing."""
+    if not FUNCTION_NAME.match(spec):
+        raise RecipeError(key, f"'{spec}' is not of the form 'package.module:function'")
+    module_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RecipeError(key, f"cannot import module '{module_name}': {exc}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise RecipeError(key, f"module '{module_name}' has no callable '{attr}'")
+    return fn
+
+
+class FunctionReward:
+    """A Python function `f(prompts, completions) -> sequence of floats` as a Reward."""
+
+    def __init__(self, fn: Callable, name: str = "function"):
+        self.fn = fn
+        self.name = name
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        values = self.fn(list(prompts), list(completions))
+        return torch.as_tensor(values, dtype=torch.float64).reshape(len(completions))
+
+
+def build_reward(config, *, device: str | torch.device = "cpu") -> Reward:
+    """From the recipe's `reward:` section (kind gold | function | model)."""
+    if config.kind == "gold":
+        return FunctionReward(load_function(GOLD_FUNCTION), name="gold")
+    if config.kind == "function":
+        return FunctionReward(load_function(config.function), name=config.function)
+    if config.kind == "model":
+        from alignment.rewards.model import RewardModelScorer
+
+        return RewardModelScorer.from_pretrained(
+            config.name_or_path, batch_size=config.batch_size, device=device
+        )
+    raise RecipeError("reward.kind", f"reward kind '{config.kind}' cannot score completions")

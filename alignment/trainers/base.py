@@ -1,0 +1,166 @@
+"""One trainer for every offline method, on `transformers.Trainer`.
+
+Features and assumptions:
+* TrainingArguments, callbacks, `report_to` backends, progress bars, checkpoints, resume and DeepSpeed all
+  come from `transformers.Trainer`; this class only supplies the step: one forward pass for all C
+  completions of B examples -> (B, C) log-probs -> the method's `Objective.loss`.
+* Reference log-probs come from the batch (`ref_logps`, precomputed), from the policy with its LoRA
+  adapter disabled, or from a frozen copy (`ref_model`).
+* Metrics are averaged over the optimizer step's micro-batches and all processes, and logged under TRL's
+  names with a `eval_` prefix in evaluation.
+* The method's extra state (BCO's reward shift) is written into every checkpoint as
+  `alignment_state.json`, last and atomically: a checkpoint without it is incomplete and is never resumed.
+* The loss is a mean over the micro-batch's examples; gradient accumulation divides by the number of
+  micro-batches, so batch 8 × accumulation 1 equals batch 4 × accumulation 2 (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback
+
+from alignment.methods.objective import Objective
+from alignment.policy.batching import REF_LOGPS, SequenceBatch
+from alignment.policy.logps import sequence_logps
+from alignment.policy.reference import reference_context
+
+STATE_FILE = "alignment_state.json"
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """Newest `checkpoint-N` that holds our state file (written last), or None."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    done = [
+        p for p in root.glob("checkpoint-*") if (p / STATE_FILE).exists() and p.name.split("-")[-1].isdigit()
+    ]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+class _SaveObjectiveState(TrainerCallback):
+    """Writes the objective's state after the Trainer has written the rest of a checkpoint."""
+
+    def __init__(self, trainer: PreferenceTrainer):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                write_json_atomic(folder / STATE_FILE, {"objective": self.trainer.objective.state_dict()})
+        return control
+
+
+class PreferenceTrainer(Trainer):
+    """`transformers.Trainer` running the shared preference step for any `Objective`."""
+
+    def __init__(
+        self,
+        *args: Any,
+        objective: Objective,
+        reference_mode: str,
+        ref_model: nn.Module | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        self.reference_mode = reference_mode
+        self.ref_model = ref_model
+        if ref_model is not None:
+            ref_model.eval().requires_grad_(False)
+            self.ref_model = ref_model.to(self.args.device)
+        # Our loss is already a per-example mean; let the Trainer divide by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self._metrics: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+        self.add_callback(_SaveObjectiveState(self))
+
+    # -- the step -------------------------------------------------------------------------------------
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        sequences: SequenceBatch = inputs.pop("sequences")
+        inputs = super()._prepare_inputs(inputs)
+        inputs["sequences"] = sequences.to(self.args.device)
+        return inputs
+
+    def reference_logps(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        if REF_LOGPS in inputs:
+            return inputs[REF_LOGPS].to(torch.float32)
+        if self.reference_mode == "adapter":
+            with reference_context(model, "adapter"):
+                return sequence_logps(model, inputs["sequences"])
+        if self.ref_model is None:
+            raise RuntimeError(
+                "reference mode 'copy' needs a ref_model; 'precomputed' needs a ref_logps column"
+            )
+        with torch.no_grad():
+            return sequence_logps(self.ref_model, inputs["sequences"])
+
+    def _all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.detach().clone(), reduction="sum")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        policy_logps = sequence_logps(model, inputs["sequences"])
+        ref_logps = self.reference_logps(model, inputs)
+        out = self.objective.loss(
+            policy_logps, ref_logps, inputs, training=model.training, all_reduce_sum=self._all_reduce_sum
+        )
+        self._store_metrics(out.metrics, "train" if model.training else "eval")
+        return (out.loss, out.metrics) if return_outputs else out.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # -- logging -------------------------------------------------------------------------------------
+    def _store_metrics(self, metrics: dict[str, torch.Tensor], split: str) -> None:
+        if not metrics:
+            return
+        names = sorted(metrics)
+        values = torch.stack([metrics[n].detach().float().reshape(()) for n in names])
+        values = (
+            self.accelerator.gather_for_metrics(values.unsqueeze(0)).mean(0)
+            if self.accelerator.num_processes > 1
+            else values
+        )
+        for name, value in zip(names, values.tolist(), strict=True):
+            self._metrics[split][name].append(value)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for name, values in self._metrics[split].items():
+            if values:
+                logs[prefix + name] = sum(values) / len(values)
+        if split == "train" and hasattr(self.objective, "delta"):
+            logs["delta"] = float(self.objective.delta)
+        self._metrics[split].clear()
+        super().log(logs, start_time)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+        if resume_from_checkpoint:
+            state = json.loads((Path(resume_from_checkpoint) / STATE_FILE).read_text())
+            self.objective.load_state_dict(state["objective"])
+        return super().train(resume_from_checkpoint=resume_from_checkpoint or None, **kwargs)

@@ -1,0 +1,104 @@
+"""Summed completion log-probs: packed = padded = a naive per-sequence loop, and the cache is exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from alignment.policy.batching import COMPLETIONS, REF_LOGPS, build_packed_batch, build_padded_batch
+from alignment.policy.logps import sequence_logps
+from alignment.policy.reference import add_reference_logps
+
+PAD = 0
+
+
+@pytest.fixture(scope="module")
+def model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=PAD,
+    )
+    return LlamaForCausalLM(config).eval().double()
+
+
+@pytest.fixture(scope="module")
+def examples():
+    g = torch.Generator().manual_seed(1)
+
+    def rand(n: int) -> list[int]:
+        return torch.randint(1, 50, (n,), generator=g).tolist()
+
+    prompts = [rand(3), rand(7), rand(5)]
+    completions = [[rand(4), rand(9)], [rand(1), rand(6)], [rand(8), rand(2)]]
+    return prompts, completions
+
+
+def naive_logps(model, prompt: list[int], completion: list[int]) -> float:
+    """One sequence at a time: Σ_i log softmax(logits[len(p)+i-1])[completion[i]]."""
+    ids = torch.tensor([prompt + completion])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0].double(), -1)
+    return sum(float(logp[len(prompt) + i - 1, tok]) for i, tok in enumerate(completion))
+
+
+def test_padded_equals_naive(model, examples):
+    prompts, completions = examples
+    with torch.no_grad():
+        got = sequence_logps(model, build_padded_batch(prompts, completions, pad_token_id=PAD))
+    want = torch.tensor([[naive_logps(model, p, c) for c in cs] for p, cs in zip(prompts, completions)])
+    assert got.shape == (3, 2)
+    torch.testing.assert_close(
+        got.double(), want.double(), rtol=0, atol=1e-5
+    )  # rotary tables are float32 even in a float64 model
+
+
+@pytest.mark.parametrize("pack_length", [10_000, 20])
+def test_packed_equals_padded(model, examples, pack_length):
+    """One packed row (logits_to_keep path) and several rows (gather path) both match padding."""
+    prompts, completions = examples
+    packed = build_packed_batch(prompts, completions, pad_token_id=PAD, pack_length=pack_length)
+    assert packed.attention_mask is None and packed.input_ids.shape[0] == (1 if pack_length > 100 else 4)
+    with torch.no_grad():
+        got = sequence_logps(model, packed)
+        want = sequence_logps(model, build_padded_batch(prompts, completions, pad_token_id=PAD))
+    torch.testing.assert_close(
+        got, want, rtol=0, atol=1e-5
+    )  # rotary tables are float32 even in a float64 model
+
+
+def test_completion_lengths(examples):
+    prompts, completions = examples
+    batch = build_packed_batch(prompts, completions, pad_token_id=PAD, pack_length=64)
+    assert batch.completion_lengths().tolist() == [[4, 9], [1, 6], [8, 2]]
+
+
+def test_gradients_flow_only_from_completions(model, examples):
+    """Changing a prompt token's embedding row gradient is nonzero; the loss never reads prompt targets."""
+    prompts, completions = examples
+    batch = build_packed_batch(prompts, completions, pad_token_id=PAD, pack_length=10_000)
+    assert batch.target_ids.numel() == sum(len(c) for cs in completions for c in cs)
+
+
+def test_reference_cache_reused_and_exact(model, examples, tmp_path):
+    prompts, completions = examples
+    ds = Dataset.from_dict({"prompt_input_ids": prompts, COMPLETIONS: completions})
+    first = add_reference_logps(ds, model, pad_token_id=PAD, cache_dir=tmp_path, batch_size=2)
+    files = list(tmp_path.glob("*.npy"))
+    assert len(files) == 1
+    np.save(files[0], np.full((3, 2), 7.0))  # a tampered cache proves the second call reads it
+    second = add_reference_logps(ds, model, pad_token_id=PAD, cache_dir=tmp_path)
+    assert np.allclose(second[REF_LOGPS], 7.0)
+    want = [[naive_logps(model, p, c) for c in cs] for p, cs in zip(prompts, completions)]
+    np.testing.assert_allclose(
+        np.asarray(first[REF_LOGPS]), np.asarray(want), rtol=0, atol=1e-5
+    )  # rotary tables are float32 even in a float64 model
