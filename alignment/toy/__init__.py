@@ -1,0 +1,1 @@
+"""The toy world: synthetic corpus, gold reward, dataset builders and the embedded base model (assets/base)."""

@@ -1,0 +1,89 @@
+"""Toy dataset builders on the committed base model (small n; each builds in seconds)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from alignment.errors import DataError
+from alignment.toy.builders import TOY_BUILDERS, bradley_terry_prefers_first, cache_root
+from alignment.toy.corpus import parse_prompt
+from alignment.toy.gold import gold_reward, is_harmful
+
+
+def test_registry_names():
+    assert sorted(TOY_BUILDERS) == sorted(["toy-paired", "toy-unpaired", "toy-unpaired-divergent",
+                                           "toy-negatives", "toy-selfie", "toy-prompts"])
+
+
+def test_paired_columns_noiseless_labels_and_cache():
+    ds = TOY_BUILDERS["toy-paired"](split="train", seed=0, n=64, temperature=0.0)
+    assert ds.column_names == ["prompt", "chosen", "rejected"] and len(ds) == 64
+    assert all(isinstance(ds[0][c], str) for c in ds.column_names)
+    assert (gold_reward(ds["prompt"], ds["chosen"]) >= gold_reward(ds["prompt"], ds["rejected"])).all()
+    assert any(cache_root().iterdir())
+    t = time.perf_counter()
+    again = TOY_BUILDERS["toy-paired"](split="train", seed=0, n=64, temperature=0.0)
+    assert time.perf_counter() - t < 2.0 and again.to_dict() == ds.to_dict()
+
+
+def test_paired_high_temperature_is_a_coin():
+    ds = TOY_BUILDERS["toy-paired"](split="train", seed=1, n=300, temperature=1e6)
+    rc, rr = gold_reward(ds["prompt"], ds["chosen"]), gold_reward(ds["prompt"], ds["rejected"])
+    differ = rc != rr
+    assert differ.sum() > 150
+    assert abs((rc > rr)[differ].double().mean().item() - 0.5) < 0.1
+
+
+def test_bradley_terry_probabilities():
+    ra, rb = torch.zeros(20000, dtype=torch.float64), torch.full((20000,), -1.0, dtype=torch.float64)
+    rate = bradley_terry_prefers_first(ra, rb, 1.0, seed=0).double().mean().item()
+    assert abs(rate - torch.sigmoid(torch.tensor(1.0)).item()) < 0.01
+    tie = bradley_terry_prefers_first(ra, ra.clone(), 0.0, seed=0).double().mean().item()
+    assert abs(tie - 0.5) < 0.02
+
+
+def test_unpaired_columns_and_threshold():
+    ds = TOY_BUILDERS["toy-unpaired"](split="train", seed=0, n=128)
+    assert ds.column_names == ["prompt", "completion", "label"] and len(ds) == 128
+    assert isinstance(ds[0]["label"], bool) and 0.35 < sum(ds["label"]) / 128 < 0.65
+    r = gold_reward(ds["prompt"], ds["completion"])
+    lab = torch.tensor(ds["label"])
+    assert r[lab].min() >= r[~lab].max() or r[lab].mean() > r[~lab].mean() + 1.0
+    ds = TOY_BUILDERS["toy-unpaired"](split="eval", seed=0, n=32, threshold=100.0)
+    assert not any(ds["label"])
+
+
+def test_unpaired_divergent_family_mix():
+    ds = TOY_BUILDERS["toy-unpaired-divergent"](split="train", seed=0, n=128, overlap=0.1)
+    assert ds.column_names == ["prompt", "completion", "label"] and len(ds) == 128
+    good_fams = [parse_prompt(p)[0] in ("review", "advice") for p, lab in zip(ds["prompt"], ds["label"]) if lab]
+    bad_fams = [parse_prompt(p)[0] in ("review", "advice") for p, lab in zip(ds["prompt"], ds["label"]) if not lab]
+    assert len(good_fams) == len(bad_fams) == 64
+    assert sum(good_fams) / 64 > 0.85 and sum(bad_fams) / 64 < 0.15
+
+
+def test_negatives_all_harmful():
+    ds = TOY_BUILDERS["toy-negatives"](split="train", seed=0, n=48)
+    assert ds.column_names == ["prompt", "rejected"] and len(ds) == 48
+    assert is_harmful(ds["rejected"]).all()
+
+
+def test_selfie_splits_disjoint():
+    seed = TOY_BUILDERS["toy-selfie"](split="seed", seed=0, n_seed=16, n_pool=40)
+    p0 = TOY_BUILDERS["toy-selfie"](split="pool0", seed=0, n_seed=16, n_pool=40)
+    p1 = TOY_BUILDERS["toy-selfie"](split="pool1", seed=0, n_seed=16, n_pool=40)
+    assert seed.column_names == ["prompt", "chosen", "rejected"] and len(seed) == 16
+    assert p0.column_names == p1.column_names == ["prompt"] and len(p0) == len(p1) == 40
+    a, b, c = set(seed["prompt"]), set(p0["prompt"]), set(p1["prompt"])
+    assert len(a) == 16 and len(b) == len(c) == 40 and not (a & b or a & c or b & c)
+
+
+def test_prompts_split_disjoint_and_bad_split():
+    tr = TOY_BUILDERS["toy-prompts"](split="train", seed=0, n=100)
+    ev = TOY_BUILDERS["toy-prompts"](split="eval", seed=0, n=100)
+    assert tr.column_names == ["prompt"] and len(tr) == 100 and not set(tr["prompt"]) & set(ev["prompt"])
+    with pytest.raises(DataError, match="splits"):
+        TOY_BUILDERS["toy-prompts"](split="test")
