@@ -1,0 +1,73 @@
+"""The sampler contract shared by every generation backend (see docs/architecture.md, "Sampler").
+
+A `Sampler` turns rendered prompts into `Completions`; trainers only ever see this protocol, never vLLM.
+Weights flow one way: after an optimizer step the trainer pushes ``(name, tensor)`` pairs through
+`Sampler.load_weights` (Hugging Face parameter names, full unsharded tensors).
+
+Log-probs, when asked for, are sums over the sampled tokens under the *unmodified* model distribution
+(temperature 1, no top-p/top-k truncation), so they compare across backends and with the trainer's
+`policy.logps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1  # samples per prompt
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 48
+    seed: int | None = 0  # None = not reproducible
+    logprobs: bool = False  # also return summed log-probs of the sampled tokens
+
+
+@dataclass
+class Completions:
+    prompts: list[str]  # P
+    texts: list[list[str]]  # P x n, decoded without the EOS token
+    token_ids: list[list[list[int]]]  # P x n x T_i, generated ids (ends with EOS when it stopped on EOS)
+    logprobs: list[list[float]] | None  # P x n, summed log-probs of the sampled tokens, when asked
+
+    def flat_texts(self) -> list[str]:
+        """The P*n completions, prompt-major (all samples of prompt 0, then prompt 1, ...)."""
+        return [t for texts in self.texts for t in texts]
+
+    def flat_prompts(self) -> list[str]:
+        """Each prompt repeated once per sample, aligned with `flat_texts()`."""
+        return [p for p, texts in zip(self.prompts, self.texts) for _ in texts]
+
+    def flat_token_ids(self) -> list[list[int]]:
+        """The P*n generated id lists, aligned with `flat_texts()`."""
+        return [ids for per_prompt in self.token_ids for ids in per_prompt]
+
+    def flat_logprobs(self) -> list[float]:
+        """The P*n summed log-probs, aligned with `flat_texts()` (raises when none were asked for)."""
+        if self.logprobs is None:
+            raise ValueError("these completions were sampled without logprobs=True")
+        return [lp for per_prompt in self.logprobs for lp in per_prompt]
+
+    @property
+    def num_tokens(self) -> int:
+        """Generated tokens in total (EOS included where generated): the numerator of tokens/s."""
+        return sum(len(ids) for per_prompt in self.token_ids for ids in per_prompt)
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> Completions: ...
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None: ...
+
+
+def prompt_token_ids(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Prompt ids by the library-wide rule, ``tokenizer(prompt)["input_ids"]`` (the tokenizer's own
+    special-token policy, as TRL). Both backends call this so they see identical inputs."""
+    return [list(tokenizer(p)["input_ids"]) for p in prompts]
