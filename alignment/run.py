@@ -45,15 +45,14 @@ def setup_distributed() -> None:
 
 def load_examples(recipe: Recipe, tokenizer, formats: tuple[str, ...], spec_key: str = "train"):
     """Dataset spec -> validated, converted, tokenized dataset, its format and the truncation report."""
-    import alignment.toy.builders  # noqa: F401  (registers the toy world's datasets)
     from alignment.data.formats import prepare_for_method
     from alignment.data.loading import load_dataset_spec
     from alignment.data.tokenize import tokenize_dataset
 
     spec = getattr(recipe.data, spec_key)
     seed = int(recipe.training.get("seed", 0))
-    raw = load_dataset_spec(spec, seed=seed)
-    dataset, fmt = prepare_for_method(raw, formats, source=f"data.{spec_key} ({spec.name})")
+    raw = load_dataset_spec(spec, seed=seed, key=f"data.{spec_key}")
+    dataset, fmt = prepare_for_method(raw, formats, source=f"data.{spec_key}")
     tokenized, report = tokenize_dataset(
         dataset,
         fmt,

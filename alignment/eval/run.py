@@ -12,7 +12,6 @@ logger = logging.getLogger(__name__)
 
 
 def _prompts(spec, seed: int) -> list[str]:
-    import alignment.toy.builders  # noqa: F401
     from alignment.data.formats import prepare_for_method
     from alignment.data.loading import load_dataset_spec
 
