@@ -1,0 +1,333 @@
+"""Reward-model training: paired data -> a one-logit sequence classifier under the Bradley–Terry loss.
+
+Features and assumptions:
+* Tokenization is `RewardModelScorer`'s, not the policy trainers' split prompt/completion ids: each
+  completion becomes ``tokenizer(prompt + completion + eos_token)["input_ids"]`` (BPE merges across the
+  prompt/completion boundary exactly as at scoring time), right-padded; the reward is the logit at the last
+  non-pad token. Pairs whose chosen or rejected sequence exceeds ``data.max_length`` are dropped (as TRL's
+  RewardTrainer does), never cut: a cut sequence would lose the EOS the scorer always appends.
+* One forward pass per micro-batch: B chosen rows then B rejected rows (TRL's layout).
+* Held-out pairs: ``data.eval`` when given, else a seeded 10% of ``data.train``. After training they are
+  scored through `RewardModelScorer.from_pretrained(output_dir)`, the code path users run, and the result goes
+  to ``output_dir/eval.json`` (keys documented on `write_evaluation`). The recipe's `evaluation:` section
+  (gold evaluation of a sampling policy) does not apply to a reward model and is ignored.
+* Logged metrics (train, and ``eval_`` prefixed when ``training.eval_strategy`` is set): ``loss``;
+  ``rewards/chosen``, ``rewards/rejected`` (mean scores); ``rewards/margins`` (mean r_w − r_l);
+  ``rewards/accuracies`` (fraction of pairs with r_w > r_l).
+* The loss is a mean over the micro-batch's pairs; the Trainer divides by the accumulation steps.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from alignment.errors import DataError
+from alignment.losses.reward import bradley_terry_loss
+from alignment.recipe.load import dump_recipe, save_recipe
+from alignment.recipe.schema import Recipe, to_training_arguments
+
+logger = logging.getLogger("alignment")
+
+HELDOUT_FRACTION = 0.1  # of data.train, when no data.eval is given
+COLUMNS = ("chosen", "rejected")
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def load_pairs(recipe: Recipe, tokenizer, spec_key: str = "train"):
+    """Dataset spec -> validated paired data with plain-text prompt/chosen/rejected (chat rendered)."""
+    import alignment.toy.builders  # noqa: F401  (registers the toy world's datasets)
+    from alignment.data.formats import prepare_for_method
+    from alignment.data.loading import load_dataset_spec
+    from alignment.data.tokenize import render_chat
+
+    spec = getattr(recipe.data, spec_key)
+    raw = load_dataset_spec(spec, seed=int(recipe.training.get("seed", 0)), key=f"data.{spec_key}")
+    pairs, fmt = prepare_for_method(raw, ("paired",), source=f"data.{spec_key} ({spec.name})")
+    return render_chat(
+        pairs, fmt, tokenizer, chat_template=recipe.data.chat_template, num_proc=recipe.data.num_proc
+    )
+
+
+def tokenize_pairs(pairs, tokenizer, *, max_length: int, num_proc: int = 1):
+    """Adds ``chosen_input_ids``/``rejected_input_ids`` (scorer tokenization); drops over-long pairs.
+
+    Returns ``(dataset, dropped)``.
+    """
+    if tokenizer.eos_token is None:
+        raise DataError("the tokenizer has no eos_token; reward-model text ends with EOS, so set one")
+    eos = tokenizer.eos_token
+
+    def tokenize(batch: dict) -> dict:
+        return {
+            f"{c}_input_ids": tokenizer([p + t + eos for p, t in zip(batch["prompt"], batch[c])])["input_ids"]
+            for c in COLUMNS
+        }
+
+    ds = pairs.map(tokenize, batched=True, num_proc=num_proc if num_proc > 1 else None, desc="Tokenizing")
+    ds = ds.filter(
+        lambda b: [
+            max(len(c), len(r)) <= max_length for c, r in zip(b["chosen_input_ids"], b["rejected_input_ids"])
+        ],
+        batched=True,
+        desc=f"Dropping pairs over {max_length} tokens",
+    )
+    dropped = len(pairs) - len(ds)
+    if dropped:
+        logger.warning(
+            "dropped %d of %d pairs longer than data.max_length=%d", dropped, len(pairs), max_length
+        )
+    if len(ds) == 0:
+        raise DataError(f"no pair fits data.max_length={max_length}")
+    return ds, dropped
+
+
+def split_heldout(recipe: Recipe, tokenizer):
+    """(train pairs, held-out pairs, the DatasetSpec the held-out pairs came from)."""
+    train = load_pairs(recipe, tokenizer)
+    if recipe.data.eval is not None:
+        return train, load_pairs(recipe, tokenizer, "eval"), recipe.data.eval
+    if len(train) < 2:
+        raise DataError("data.train: need at least 2 pairs to hold some out (or set data.eval)")
+    parts = train.train_test_split(test_size=HELDOUT_FRACTION, seed=int(recipe.training.get("seed", 0)))
+    return parts["train"], parts["test"], recipe.data.train
+
+
+class PairCollator:
+    """Rows with chosen/rejected ids -> ``input_ids``/``attention_mask`` (2B, T): B chosen then B rejected,
+    right-padded with `pad_token_id` (the scorer's layout)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        seqs = [row[f"{c}_input_ids"] for c in COLUMNS for row in rows]
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            attention_mask[i, : len(s)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+# --------------------------------------------------------------------------------------------- trainer
+
+
+class RewardModelTrainer(Trainer):
+    """`transformers.Trainer` whose step is the Bradley–Terry loss on one forward of chosen+rejected."""
+
+    def __init__(self, *args: Any, center_rewards_coefficient: float | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.center_rewards_coefficient = center_rewards_coefficient or 0.0
+        self.model_accepts_loss_kwargs = False  # our loss is a per-pair mean already
+        self._metrics: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        logits = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
+        ).logits
+        chosen, rejected = logits[:, 0].chunk(2)  # (B,), (B,)
+        loss = bradley_terry_loss(
+            chosen, rejected, center_rewards_coefficient=self.center_rewards_coefficient
+        ).mean()
+        metrics = {
+            "rewards/chosen": chosen.mean(),
+            "rewards/rejected": rejected.mean(),
+            "rewards/margins": (chosen - rejected).mean(),
+            "rewards/accuracies": (chosen > rejected).float().mean(),
+        }
+        split = "train" if model.training else "eval"
+        for name, value in metrics.items():
+            value = value.detach().float()
+            if self.accelerator.num_processes > 1:
+                value = self.accelerator.gather_for_metrics(value.reshape(1)).mean()
+            self._metrics[split][name].append(value.item())
+        return (loss, metrics) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for name, values in self._metrics[split].items():
+            if values:
+                logs[prefix + name] = sum(values) / len(values)
+        self._metrics[split].clear()
+        super().log(logs, start_time)
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+
+def label_temperature(spec) -> float | None:
+    """The Bradley–Terry temperature a toy builder labelled `spec`'s pairs with; None for other data."""
+    from alignment.toy.builders import TOY_BUILDERS
+
+    builder = TOY_BUILDERS.get(spec.name)
+    if builder is None or "temperature" not in inspect.signature(builder).parameters:
+        return None
+    default = inspect.signature(builder).parameters["temperature"].default
+    return float(spec.args.get("temperature", default))
+
+
+def label_ceiling(gold_margin: torch.Tensor, temperature: float) -> float:
+    """Bayes-optimal accuracy: mean of max(p, 1 − p), p = σ(Δgold / T) the probability the label is as given.
+
+    T = 0 labels by the higher gold reward, exact ties by a fair coin (so p is 1, 0 or 1/2).
+    """
+    if temperature == 0:
+        p = torch.where(gold_margin == 0, 0.5, (gold_margin > 0).double())
+    else:
+        p = torch.sigmoid(gold_margin / temperature)
+    return float(torch.maximum(p, 1 - p).mean())
+
+
+def write_evaluation(recipe: Recipe, heldout, heldout_spec, summary: dict[str, Any]) -> dict[str, Any]:
+    """Scores held-out pairs with the saved model and writes ``output_dir/eval.json``:
+
+    * ``heldout_accuracy``: fraction of held-out pairs where the model scores chosen above rejected;
+    * ``num_heldout``; ``heldout_margin``: mean r_w − r_l over them;
+    * ``ceiling``: Bayes-optimal accuracy given the labelling process (`label_ceiling`), toy builders with a
+      Bradley–Terry temperature only, else null; ``label_temperature`` is that T;
+    * ``gold_accuracy``: how often the toy gold reward orders the pair as labelled (ties count 1/2): the
+      ceiling's empirical counterpart (the gold ordering is the Bayes classifier); null for non-toy data;
+    * whatever `summary` holds (train pairs, steps, last training loss, wall time).
+    """
+    from alignment.rewards.model import RewardModelScorer
+
+    scorer = RewardModelScorer.from_pretrained(recipe.output_dir)
+    prompts = heldout["prompt"]
+    chosen = scorer.score(prompts, heldout["chosen"])
+    rejected = scorer.score(prompts, heldout["rejected"])
+    result: dict[str, Any] = {
+        "heldout_accuracy": float((chosen > rejected).double().mean()),
+        "num_heldout": len(prompts),
+        "heldout_margin": float((chosen - rejected).mean()),
+        "ceiling": None,
+        "gold_accuracy": None,
+        "label_temperature": None,
+    }
+    temperature = label_temperature(heldout_spec)
+    if temperature is not None:
+        from alignment.toy.gold import gold_reward
+
+        margin = gold_reward(prompts, heldout["chosen"]) - gold_reward(prompts, heldout["rejected"])
+        agree = torch.where(margin == 0, 0.5, (margin > 0).double())
+        result.update(
+            ceiling=label_ceiling(margin, temperature),
+            gold_accuracy=float(agree.mean()),
+            label_temperature=temperature,
+        )
+    result.update(summary)
+    path = Path(recipe.output_dir) / "eval.json"
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def print_dry_run(recipe: Recipe, train, heldout, dropped: dict[str, int]) -> None:
+    from alignment.data.tokenize import _length_stats
+
+    print("# resolved recipe\n" + dump_recipe(recipe))
+    print(f"# reward-model data: {len(train)} training pairs, {len(heldout)} held-out pairs")
+    for name, ds in (("train", train), ("heldout", heldout)):
+        for c in COLUMNS:
+            lengths = torch.tensor([len(ids) for ids in ds[f"{c}_input_ids"]]).numpy()
+            print(f"  {name} {c}_tokens: {_length_stats(lengths)}")
+    print(f"# dropped over data.max_length={recipe.data.max_length}: {dropped}")
+    print("dry run: recipe and data are valid; nothing was trained.")
+
+
+def run_reward_model(recipe: Recipe, *, dry_run: bool = False) -> int:
+    from transformers import set_seed
+
+    from alignment.models import load_reward_model, load_tokenizer
+
+    tokenizer = load_tokenizer(
+        recipe.model.name_or_path,
+        revision=recipe.model.revision,
+        trust_remote_code=recipe.model.trust_remote_code,
+    )
+    train_pairs, heldout_pairs, heldout_spec = split_heldout(recipe, tokenizer)
+    length = {"max_length": recipe.data.max_length, "num_proc": recipe.data.num_proc}
+    train, dropped_train = tokenize_pairs(train_pairs, tokenizer, **length)
+    heldout, dropped_heldout = tokenize_pairs(heldout_pairs, tokenizer, **length)
+    if dry_run:
+        print_dry_run(recipe, train, heldout, {"train": dropped_train, "heldout": dropped_heldout})
+        return 0
+    save_recipe(recipe, recipe.output_dir)
+    started = time.time()
+    seed = int(recipe.training.get("seed", 0))
+    set_seed(seed)  # the score head is freshly initialised
+    model = load_reward_model(
+        recipe.model.name_or_path,
+        revision=recipe.model.revision,
+        trust_remote_code=recipe.model.trust_remote_code,
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id  # the scorer pads with the tokenizer's pad token
+    trainer = RewardModelTrainer(
+        model=model,
+        args=to_training_arguments(recipe),
+        train_dataset=train,
+        eval_dataset=heldout,
+        data_collator=PairCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        center_rewards_coefficient=recipe.method.params.center_rewards_coefficient,
+    )
+    trainer.train()
+    trainer.save_model(recipe.output_dir)
+    if not trainer.is_world_process_zero():
+        return 0
+    tokenizer.save_pretrained(recipe.output_dir)
+    train_seconds = time.time() - started
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    summary = {
+        "num_train": len(train),
+        "dropped_over_max_length": dropped_train + dropped_heldout,
+        "steps": trainer.state.global_step,
+        "train_loss_last": losses[-1] if losses else None,
+        "train_seconds": round(train_seconds, 1),
+        "seed": seed,
+    }
+    result = write_evaluation(recipe, heldout, heldout_spec, summary)
+    print_summary(recipe, result)
+    return 0
+
+
+def print_summary(recipe: Recipe, result: dict[str, Any]) -> None:
+    def fmt(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    print(
+        f"\n== reward_model: {result['steps']} steps on {result['num_train']} pairs, output in {recipe.output_dir}"
+    )
+    if result["train_loss_last"] is not None:
+        print(f"   last train loss {result['train_loss_last']:.4f}, {result['train_seconds']} s")
+    print(
+        f"   held-out accuracy {fmt(result['heldout_accuracy'])} on {result['num_heldout']} pairs; "
+        f"label-noise ceiling {fmt(result['ceiling'])}; gold accuracy {fmt(result['gold_accuracy'])}"
+    )
+    if result["ceiling"] is not None and not math.isnan(result["ceiling"]):
+        print(f"   gap to ceiling {result['ceiling'] - result['heldout_accuracy']:+.4f}")
+    print(f"   wrote {Path(recipe.output_dir) / 'eval.json'}")

@@ -1,0 +1,179 @@
+"""Reward-model method: the Bradley–Terry loss against hand maths, the trainer step against the scorer, and a
+short end-to-end run on toy-paired-style data (corpus-written completions) with the session's tiny Llama."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from alignment.losses.reward import bradley_terry_loss
+from alignment.recipe.load import recipe_from_dict
+
+# --------------------------------------------------------------------------------------------- the loss
+
+
+def test_bradley_terry_loss_matches_hand_maths():
+    """Δ = r_w − r_l = (0, 1, 2, −1): −log σ(Δ) = (log 2, 0.313262, 0.126928, 1.313262)."""
+    chosen = torch.tensor([0.5, 1.0, 3.0, -2.0], dtype=torch.float64)
+    rejected = torch.tensor([0.5, 0.0, 1.0, -1.0], dtype=torch.float64)
+    want = torch.tensor(
+        [math.log(2), 0.31326168751822286, 0.12692801104297263, 1.3132616875182228], dtype=torch.float64
+    )
+    torch.testing.assert_close(bradley_terry_loss(chosen, rejected), want, rtol=0, atol=1e-12)
+
+
+def test_centering_term_adds_c_times_squared_sum():
+    """c = 0.1, r_w + r_l = (1, 2, 4, −3): the term is 0.1·(1, 4, 16, 9); its mean is TRL's penalty."""
+    chosen = torch.tensor([0.5, 1.0, 3.0, -2.0], dtype=torch.float64)
+    rejected = torch.tensor([0.5, 1.0, 1.0, -1.0], dtype=torch.float64)
+    plain = bradley_terry_loss(chosen, rejected)
+    centered = bradley_terry_loss(chosen, rejected, center_rewards_coefficient=0.1)
+    torch.testing.assert_close(
+        centered - plain, torch.tensor([0.1, 0.4, 1.6, 0.9], dtype=torch.float64), rtol=0, atol=1e-12
+    )
+    trl_penalty = 0.1 * torch.mean((chosen + rejected) ** 2)
+    torch.testing.assert_close(centered.mean(), plain.mean() + trl_penalty, rtol=0, atol=1e-12)
+
+
+def test_bradley_terry_gradient():
+    chosen = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    rejected = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda c, r: bradley_terry_loss(c, r, center_rewards_coefficient=0.05), (chosen, rejected)
+    )
+
+
+# --------------------------------------------------------------------------------------------- the step
+
+
+def test_trainer_loss_on_hand_made_batch_equals_minus_log_sigmoid(tiny_model_dir, tiny_tokenizer, tmp_path):
+    """RewardModelTrainer.compute_loss on a collated batch = mean −log σ(r_w − r_l), the rewards being the
+    logits RewardModelScorer gives the same texts (so training and scoring tokenize alike)."""
+    from transformers import TrainingArguments
+
+    from alignment.models import load_reward_model
+    from alignment.rewards.model import RewardModelScorer
+    from alignment.trainers.reward_model import PairCollator, RewardModelTrainer
+
+    torch.manual_seed(0)
+    model = load_reward_model(str(tiny_model_dir)).eval()
+    model.config.pad_token_id = tiny_tokenizer.pad_token_id
+    eos = tiny_tokenizer.eos_token
+    prompts = ["the cat", "a big dog runs to"]
+    chosen = [" likes a tree.", " the river."]
+    rejected = [" bad.", " no no no no thanks."]
+    rows = [
+        {
+            "chosen_input_ids": tiny_tokenizer(p + c + eos)["input_ids"],
+            "rejected_input_ids": tiny_tokenizer(p + r + eos)["input_ids"],
+        }
+        for p, c, r in zip(prompts, chosen, rejected)
+    ]
+    batch = PairCollator(tiny_tokenizer.pad_token_id)(rows)
+    first_chosen, first_rejected = rows[0]["chosen_input_ids"], rows[0]["rejected_input_ids"]
+    assert batch["input_ids"].shape[0] == 4  # B chosen rows, then B rejected rows
+    assert batch["input_ids"][0, : len(first_chosen)].tolist() == first_chosen
+    assert batch["input_ids"][2, : len(first_rejected)].tolist() == first_rejected
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = RewardModelTrainer(
+        model=model, args=args, data_collator=PairCollator(tiny_tokenizer.pad_token_id)
+    )
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch)
+
+    scorer = RewardModelScorer(model, tiny_tokenizer)
+    r_w = scorer.score(prompts, chosen)
+    r_l = scorer.score(prompts, rejected)
+    want = -torch.log(torch.sigmoid(r_w - r_l)).mean()
+    torch.testing.assert_close(loss.double(), want, rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------- a run
+
+
+def corpus_paired(*, split: str = "train", seed: int = 0, n: int = 48, temperature: float = 1.0):
+    """toy-paired without a model: corpus-written completions (every response kind), labelled by the
+    builder's own Bradley–Terry draw on gold. The session's tiny Llama cannot answer toy prompts."""
+    import random
+
+    from datasets import Dataset
+
+    from alignment.toy.builders import _pairs
+    from alignment.toy.corpus import sample_completion, sample_prompts
+
+    prompts = sample_prompts(n, seed=seed, split=split)
+    rng = random.Random(seed)
+    samples = [[sample_completion(p, rng=rng) for _ in range(2)] for p in prompts]
+    return Dataset.from_dict(_pairs(prompts, samples, temperature, seed + 1))
+
+
+@pytest.fixture
+def toy_paired(monkeypatch):
+    """`toy-paired` served by `corpus_paired`, registered as a dataset builder for the test."""
+    from alignment.data.loading import DATASET_BUILDERS
+    from alignment.toy import builders
+
+    monkeypatch.setitem(builders.TOY_BUILDERS, "toy-paired", corpus_paired)
+    monkeypatch.setitem(DATASET_BUILDERS._entries, "toy-paired", corpus_paired)
+
+
+def tiny_recipe(model_dir, output_dir, **data):
+    return recipe_from_dict(
+        {
+            "method": {"name": "reward_model"},
+            "model": {"name_or_path": str(model_dir)},
+            "data": {"train": {"name": "toy-paired", "args": {"n": 48, "temperature": 0.5}}, **data},
+            "training": {
+                "max_steps": 3,
+                "per_device_train_batch_size": 8,
+                "learning_rate": 1e-3,
+                "logging_steps": 1,
+                "use_cpu": True,
+            },
+            "output_dir": str(output_dir),
+        }
+    )
+
+
+def test_run_writes_a_model_the_scorer_loads(tiny_model_dir, tmp_path, toy_paired, capsys):
+    from alignment.rewards.model import RewardModelScorer
+    from alignment.trainers.reward_model import run_reward_model
+
+    out = tmp_path / "rm"
+    assert run_reward_model(tiny_recipe(tiny_model_dir, out)) == 0
+    assert (out / "recipe.yaml").exists() and (out / "model.safetensors").exists()
+    result = json.loads((out / "eval.json").read_text())
+    for key in ("heldout_accuracy", "num_heldout", "ceiling", "gold_accuracy", "label_temperature"):
+        assert key in result
+    assert result["num_heldout"] == 5  # 10% of 48, rounded up by datasets
+    assert 0.0 <= result["heldout_accuracy"] <= 1.0
+    assert 0.5 <= result["ceiling"] <= 1.0 and 0.0 <= result["gold_accuracy"] <= 1.0
+    assert result["label_temperature"] == 0.5 and result["steps"] == 3
+    scores = RewardModelScorer.from_pretrained(str(out)).score(["the cat"], [" likes a tree."])
+    assert scores.shape == (1,) and torch.isfinite(scores).all()
+    assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_dry_run_stops_before_the_model(tiny_model_dir, tmp_path, toy_paired, capsys):
+    from alignment.trainers.reward_model import run_reward_model
+
+    out = tmp_path / "rm"
+    eval_spec = {"eval": {"name": "toy-paired", "split": "eval", "args": {"n": 16}}}
+    assert run_reward_model(tiny_recipe(tiny_model_dir, out, **eval_spec), dry_run=True) == 0
+    text = capsys.readouterr().out
+    assert "48 training pairs, 16 held-out pairs" in text and "dry run" in text
+    assert not out.exists()
+
+
+def test_label_ceiling():
+    """T = 0: a tie is a coin (1/2), anything else certain; T = 1, Δ = ±1: σ(1) = 0.731059 either way."""
+    from alignment.trainers.reward_model import label_ceiling
+
+    assert label_ceiling(torch.tensor([0.0, 2.0, -1.0, 0.5], dtype=torch.float64), 0.0) == pytest.approx(
+        0.875
+    )
+    got = label_ceiling(torch.tensor([1.0, -1.0], dtype=torch.float64), 1.0)
+    assert got == pytest.approx(1 / (1 + math.exp(-1)), abs=1e-12)
