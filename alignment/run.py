@@ -6,6 +6,7 @@ columns, formats) is checked before the model is loaded, and `--dry-run` stops r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -30,17 +31,39 @@ def setup_logging() -> None:
 
 
 def setup_distributed() -> None:
-    """DeepSpeed on CPU: accelerate picks no backend without an accelerator, so give it gloo explicitly.
+    """DeepSpeed launches: create accelerate's shared state before the Trainer (`use_configured_state`).
 
-    See shared notes/deepspeed_cpu.md: without this every rank believes it is alone and DeepSpeed rejects
-    the batch sizes. On GPU machines accelerate's own choice (nccl) stands.
+    On CPU accelerate picks no backend without an accelerator, so give it gloo explicitly (see shared
+    notes/deepspeed_cpu.md: without this every rank believes it is alone and DeepSpeed rejects the batch
+    sizes), and leave DeepSpeed's shared-memory all-reduce out: it is a C++ op compiled on first use (40 s
+    to minutes), and plain gloo is enough for CPU runs. On GPU machines accelerate's own choice (nccl) stands.
     """
     import torch
 
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" and not torch.cuda.is_available():
-        from accelerate import PartialState
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED") != "true":
+        return
+    from accelerate import PartialState
 
-        PartialState(backend="gloo")
+    if torch.cuda.is_available():
+        PartialState()
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    PartialState(backend="gloo")
+
+
+def main_process_first():
+    """Rank 0 first, then the others (they then read its caches); a no-op outside distributed runs."""
+    from accelerate import PartialState
+
+    return PartialState().main_process_first() if PartialState._shared_state else contextlib.nullcontext()
+
+
+def zero_stage(trainer) -> int:
+    """The DeepSpeed ZeRO stage of the trainer's run, 0 without DeepSpeed."""
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    return int(plugin.zero_stage) if plugin is not None else 0
 
 
 def load_examples(recipe: Recipe, tokenizer, formats: tuple[str, ...], spec_key: str = "train"):
@@ -158,6 +181,31 @@ def run_offline(recipe: Recipe, *, dry_run: bool = False) -> int:
     setup_distributed()
     save_recipe(recipe, recipe.output_dir)
     started = time.time()
+    trainer, mode = prepare_offline_trainer(recipe, tokenizer, train, evaluation)
+    trainer.train(resume_from_checkpoint=resume_argument(recipe))
+    trainer.save_model(recipe.output_dir)  # all ranks: under ZeRO-3 this gathers the shards
+    trainer.save_state()  # trainer_state.json (log history) in output_dir
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(recipe.output_dir)
+    logger.info("training finished in %.1f s", time.time() - started)
+    sharded = zero_stage(trainer) == 3
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        # Evaluation runs on rank 0 alone, with no collective. Under ZeRO-3 each rank holds only a shard of
+        # the weights, so rank 0 evaluates the saved (gathered) model instead of the engine's.
+        model = trainer.model
+        if sharded and recipe.evaluation.enabled:
+            from alignment.eval.run import load_saved_policy
+
+            model = load_saved_policy(recipe, uses_adapter=mode == "adapter").to(trainer.args.device)
+        result = final_evaluation(recipe, model, tokenizer, uses_adapter=mode == "adapter")
+        print_summary(recipe, trainer, result)
+    return 0
+
+
+def prepare_offline_trainer(recipe: Recipe, tokenizer, train, evaluation=None):
+    """Policy, the method's examples, reference log-probs and the trainer; returns (trainer, reference mode)."""
+    spec = method_spec(recipe.method.name)
     model = build_policy(recipe)
     objective = spec.objective(recipe.method.params)
     context = build_context(recipe, model, tokenizer)
@@ -169,23 +217,15 @@ def run_offline(recipe: Recipe, *, dry_run: bool = False) -> int:
         from alignment.policy.reference import add_reference_logps
 
         cache = recipe.model.reference_cache_dir
-        train = add_reference_logps(train, model, pad_token_id=tokenizer.pad_token_id, cache_dir=cache)
-        if evaluation is not None:
-            evaluation = add_reference_logps(
-                evaluation, model, pad_token_id=tokenizer.pad_token_id, cache_dir=cache
-            )
+        with main_process_first():  # one writer of the on-disk cache; the other ranks load it
+            train = add_reference_logps(train, model, pad_token_id=tokenizer.pad_token_id, cache_dir=cache)
+            if evaluation is not None:
+                evaluation = add_reference_logps(
+                    evaluation, model, pad_token_id=tokenizer.pad_token_id, cache_dir=cache
+                )
     elif mode == "copy":
         ref_model = copy.deepcopy(model)
-    trainer = build_trainer(recipe, model, tokenizer, objective, mode, ref_model, train, evaluation)
-    trainer.train(resume_from_checkpoint=resume_argument(recipe))
-    trainer.save_model(recipe.output_dir)
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(recipe.output_dir)
-    logger.info("training finished in %.1f s", time.time() - started)
-    if trainer.is_world_process_zero():
-        result = final_evaluation(recipe, trainer.model, tokenizer, uses_adapter=mode == "adapter")
-        print_summary(recipe, trainer, result)
-    return 0
+    return build_trainer(recipe, model, tokenizer, objective, mode, ref_model, train, evaluation), mode
 
 
 def resume_argument(recipe: Recipe) -> str | bool | None:
