@@ -33,6 +33,7 @@ from alignment.toy.corpus import all_prompts, sample_completion, sample_prompts
 from alignment.toy.gold import gold_reward, is_harmful
 
 MAX_NEW_TOKENS = 48
+BUILDERS_VERSION = 2  # part of every cache key: bump when a builder's output for the same arguments changes
 
 
 # --- sampling ---------------------------------------------------------------------------------------------
@@ -84,7 +85,9 @@ def _cached(name: str, args: dict, build: Callable[[], dict[str, list]]):
     """Load the dataset for (name, args, model weights) from disk, or build and save it."""
     from datasets import Dataset, load_from_disk
 
-    key_src = json.dumps({"builder": name, "args": args, "model": _load(args["model"])[2]}, sort_keys=True)
+    key_src = json.dumps(
+        {"builder": name, "version": BUILDERS_VERSION, "args": args, "model": _load(args["model"])[2]}, sort_keys=True
+    )
     path = cache_root() / hashlib.sha256(key_src.encode()).hexdigest()[:24]
     if (path / "dataset_info.json").exists():
         return load_from_disk(str(path))
@@ -190,12 +193,13 @@ def toy_unpaired_divergent(
 
     def build():
         groups = (list(desirable_families), list(undesirable_families))
-        prompts = [p for i, fams in enumerate(groups) for p in sample_prompts(2 * n, seed=seed + i, split=split,
+        per_group = n + n // 4  # each group must supply ~n/2 rows of one label; the median split gives ~half
+        prompts = [p for i, fams in enumerate(groups) for p in sample_prompts(per_group, seed=seed + i, split=split,
                                                                               families=fams)]
         texts = [s[0] for s in _sample(model, prompts, 1, seed, max_new_tokens)]
         labels = threshold_labels(gold_reward(prompts, texts), threshold, 0.0, seed + 1)
         # buckets[(group, label)]: row indices, group 0 = desirable families
-        buckets = {(g, lab): [i for i in range(len(prompts)) if i // (2 * n) == g and labels[i] == lab]
+        buckets = {(g, lab): [i for i in range(len(prompts)) if i // per_group == g and labels[i] == lab]
                    for g in (0, 1) for lab in (True, False)}
         rng = random.Random(f"divergent-{seed}")
         half, rows = n // 2, []
