@@ -36,4 +36,13 @@ def register(spec: MethodSpec) -> MethodSpec:
 
 
 # Import the method files so they register (after METHODS exists: they import it from here).
-from alignment.methods import bco, d2o, dpo, ipo, kto, reward_model  # noqa: E402,F401
+from alignment.methods import (  # noqa: E402,F401
+    bco,
+    d2o,
+    dpo,
+    ipo,
+    kto,
+    online_dpo,
+    online_ipo,
+    reward_model,
+)

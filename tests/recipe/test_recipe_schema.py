@@ -42,7 +42,8 @@ def _sections() -> list[type]:
 def test_every_field_has_help():
     sections = _sections()
     assert {Recipe, ModelConfig, LoraConfig, DataConfig, DatasetSpec, RewardConfig} <= set(sections)
-    assert len(sections) >= 10 + len(METHODS.names()) - 1
+    distinct_params = {METHODS.get(name).params for name in METHODS.names()}  # online methods reuse DPO/IPO's
+    assert len(sections) >= 9 + len(distinct_params)
     missing = [
         f"{cls.__name__}.{f.name}"
         for cls in sections
@@ -53,7 +54,7 @@ def test_every_field_has_help():
 
 
 def test_registered_methods_and_formats():
-    assert METHODS.names() == ["bco", "d2o", "dpo", "ipo", "kto"]
+    assert METHODS.names() == ["bco", "d2o", "dpo", "ipo", "kto", "online_dpo", "online_ipo", "reward_model"]
     formats = {name: METHODS.get(name).formats for name in METHODS.names()}
     assert formats == {
         "dpo": ("paired",),
@@ -61,11 +62,16 @@ def test_registered_methods_and_formats():
         "kto": ("unpaired", "paired"),
         "bco": ("unpaired", "paired"),
         "d2o": ("negatives", "paired", "unpaired"),
+        "online_dpo": ("prompts", "paired", "unpaired", "negatives"),
+        "online_ipo": ("prompts", "paired", "unpaired", "negatives"),
+        "reward_model": ("paired",),
     }
     for name in METHODS.names():
         spec = METHODS.get(name)
         assert isinstance(spec, MethodSpec) and spec.name == name and spec.description
-        assert spec.params.__name__ == f"{name.upper()}Params"
+        base = name.removeprefix("online_")  # online methods take their offline twin's params
+        expected = "RewardModelParams" if name == "reward_model" else f"{base.upper()}Params"
+        assert spec.params.__name__ == expected
 
 
 def test_method_param_defaults_follow_the_papers():
