@@ -40,6 +40,34 @@ def settings_from_recipe(evaluation) -> EvalSettings:
     )
 
 
+def load_saved_policy(recipe, *, uses_adapter: bool):
+    """The trained policy as saved in recipe.output_dir (the base + saved adapter for LoRA runs).
+
+    For a ZeRO-3 run, where no rank holds the whole trained model: call it on one rank once training is
+    over. The Trainer registered its DeepSpeed config globally, which would make `from_pretrained` build the
+    model under `deepspeed.zero.Init`, a collective that hangs on a single rank: the config is dropped first
+    (nothing after the final evaluation needs it).
+    """
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    from alignment.models import load_causal_lm
+
+    unset_hf_deepspeed_config()
+    if not uses_adapter:
+        return load_causal_lm(
+            recipe.output_dir, trust_remote_code=recipe.model.trust_remote_code, dtype=recipe.model.dtype
+        )
+    from peft import PeftModel
+
+    base = load_causal_lm(
+        recipe.model.name_or_path,
+        revision=recipe.model.revision,
+        trust_remote_code=recipe.model.trust_remote_code,
+        dtype=recipe.model.dtype,
+    )
+    return PeftModel.from_pretrained(base, recipe.output_dir)
+
+
 def evaluate_recipe_model(recipe, model, tokenizer, *, uses_adapter: bool) -> dict[str, Any]:
     """Evaluate the trained `model` against the recipe's reference; writes output_dir/eval.json."""
     from alignment.models import load_causal_lm

@@ -137,8 +137,10 @@ class PreferenceTrainer(Trainer):
             return
         names = sorted(metrics)
         values = torch.stack([metrics[n].detach().float().reshape(()) for n in names])
+        # One row per process (already means over its examples): plain `gather`, since `gather_for_metrics`
+        # would cut rows at the last batch as if they were padded duplicate examples.
         values = (
-            self.accelerator.gather_for_metrics(values.unsqueeze(0)).mean(0)
+            self.accelerator.gather(values.unsqueeze(0)).mean(0)
             if self.accelerator.num_processes > 1
             else values
         )
