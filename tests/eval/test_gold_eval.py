@@ -60,3 +60,14 @@ def test_base_model_against_itself_is_a_coin_flip_with_zero_kl(tmp_path):
     ):
         assert key in saved
     assert (tmp_path / "eval_rewards.png").exists()
+
+
+def test_eval_command_writes_eval_json(tmp_path, capsys):
+    from alignment.cli import main
+
+    argv = ["eval", "toy-base", "--num-prompts", "4", "--samples-per-prompt", "2", "--output-dir", str(tmp_path)]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["num_samples"] == 8 and 0.0 <= result["win_rate"] <= 1.0
+    assert abs(result["kl"]) < 1e-6  # toy-base against its own default reference
+    assert "win_rate" in capsys.readouterr().out
