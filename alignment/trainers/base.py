@@ -94,7 +94,7 @@ class PreferenceTrainer(Trainer):
     # -- the step -------------------------------------------------------------------------------------
     def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         sequences: SequenceBatch = inputs.pop("sequences")
-        inputs = super()._prepare_inputs(inputs)
+        inputs = super()._prepare_inputs(inputs) if inputs else {}  # e.g. DPO with a live reference: ids only
         inputs["sequences"] = sequences.to(self.args.device)
         return inputs
 

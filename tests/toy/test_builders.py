@@ -14,8 +14,9 @@ from alignment.toy.gold import gold_reward, is_harmful
 
 
 def test_registry_names():
-    assert sorted(TOY_BUILDERS) == sorted(["toy-paired", "toy-unpaired", "toy-unpaired-divergent",
-                                           "toy-negatives", "toy-selfie", "toy-prompts"])
+    assert sorted(TOY_BUILDERS) == sorted(
+        ["toy-paired", "toy-unpaired", "toy-unpaired-divergent", "toy-negatives", "toy-selfie", "toy-prompts"]
+    )
 
 
 def test_paired_columns_noiseless_labels_and_cache():
@@ -59,8 +60,12 @@ def test_unpaired_columns_and_threshold():
 def test_unpaired_divergent_family_mix():
     ds = TOY_BUILDERS["toy-unpaired-divergent"](split="train", seed=0, n=128, overlap=0.1)
     assert ds.column_names == ["prompt", "completion", "label"] and len(ds) == 128
-    good_fams = [parse_prompt(p)[0] in ("review", "advice") for p, lab in zip(ds["prompt"], ds["label"]) if lab]
-    bad_fams = [parse_prompt(p)[0] in ("review", "advice") for p, lab in zip(ds["prompt"], ds["label"]) if not lab]
+    good_fams = [
+        parse_prompt(p)[0] in ("review", "advice") for p, lab in zip(ds["prompt"], ds["label"]) if lab
+    ]
+    bad_fams = [
+        parse_prompt(p)[0] in ("review", "advice") for p, lab in zip(ds["prompt"], ds["label"]) if not lab
+    ]
     assert len(good_fams) == len(bad_fams) == 64
     assert sum(good_fams) / 64 > 0.85 and sum(bad_fams) / 64 < 0.15
 
@@ -87,3 +92,24 @@ def test_prompts_split_disjoint_and_bad_split():
     assert tr.column_names == ["prompt"] and len(tr) == 100 and not set(tr["prompt"]) & set(ev["prompt"])
     with pytest.raises(DataError, match="splits"):
         TOY_BUILDERS["toy-prompts"](split="test")
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, fmt",
+    [
+        ("toy-paired", {"n": 16}, "paired"),
+        ("toy-unpaired", {"n": 16}, "unpaired"),
+        ("toy-unpaired-divergent", {"n": 16}, "unpaired"),
+        ("toy-negatives", {"n": 8}, "negatives"),
+        ("toy-selfie", {"split": "seed", "n_seed": 8, "n_pool": 8}, "paired"),
+        ("toy-selfie", {"split": "pool0", "n_seed": 8, "n_pool": 8}, "prompts"),
+        ("toy-prompts", {"n": 8}, "prompts"),
+    ],
+)
+def test_every_builder_passes_the_data_layer_validation(name, kwargs, fmt):
+    """Builders are ordinary datasets to the data layer: detected as their format and valid row by row."""
+    from alignment.data.formats import detect_format, validate_dataset
+
+    ds = TOY_BUILDERS[name](**kwargs)
+    assert detect_format(ds.column_names) == fmt
+    validate_dataset(ds, fmt, source=name)

@@ -29,7 +29,7 @@ DATA = {
 }
 
 
-def make_recipe(tmp_path: Path, method: dict, *, subdir: str = "run", **training):
+def make_recipe(tmp_path: Path, method: dict, *, subdir: str = "run", model: dict | None = None, **training):
     name = method["name"]
     return recipe_from_dict(
         {
@@ -45,7 +45,7 @@ def make_recipe(tmp_path: Path, method: dict, *, subdir: str = "run", **training
                 "disable_tqdm": True,
                 **training,
             },
-            "model": {"reference_cache_dir": str(tmp_path / "refcache")},
+            "model": {"reference_cache_dir": str(tmp_path / "refcache"), **(model or {})},
             "evaluation": {"enabled": False},
             "output_dir": str(tmp_path / subdir),
         }
@@ -170,3 +170,30 @@ def test_main_recipe_runs_end_to_end_from_the_command_line(tmp_path):
     assert "win_rate" in done.stdout
     for name in ("eval.json", "recipe.yaml", "model.safetensors", "tokenizer.json", "eval_rewards.png"):
         assert (out / name).exists(), name
+
+
+def test_lora_uses_the_adapter_free_network_as_reference(tmp_path):
+    """LoRA: reference = adapter disabled, so step 1 is exactly ln 2; only adapter weights train."""
+    lora = {"lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}}
+    trainer = build(make_recipe(tmp_path, {"name": "dpo"}, model=lora, max_steps=3))
+    assert trainer.reference_mode == "adapter" and trainer.ref_model is None
+    before = weights(trainer)
+    trainer.train()
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    after = weights(trainer)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("lora_" in k for k in changed)
+
+
+def test_frozen_copy_reference_matches_the_precomputed_one(tmp_path):
+    """reference: copy (a frozen model run every step) gives the same two first losses as precomputed."""
+    losses = {}
+    for mode in ("copy", "precomputed"):
+        trainer = build(
+            make_recipe(tmp_path, {"name": "dpo"}, subdir=mode, model={"reference": mode}, max_steps=2)
+        )
+        assert (trainer.ref_model is not None) == (mode == "copy")
+        trainer.train()
+        losses[mode] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses["copy"] == pytest.approx(losses["precomputed"], abs=1e-5)
+    assert losses["copy"][1] != pytest.approx(math.log(2), abs=1e-4)  # the second step really moved
