@@ -1,0 +1,566 @@
+"""DPO training throughput: this library's PreferenceTrainer against TRL's DPOTrainer, same everything.
+
+Two models: the toy model (`alignment/toy/assets/base`, ~1M parameters, Llama) and a ~20M-parameter model of
+the same architecture (hidden 512, 6 layers, 8 heads of 64, MLP 1376; random init, same tokenizer; saved to a
+temporary directory). Data: the first `--rows` rows of the toy paired dataset (`toy-paired`, n=512), the
+same rows for every contender; training runs exactly `--steps` optimizer steps of `--batch-size` pairs
+(gradient accumulation 1, fp32, the same learning rate, optimizer, schedule and seed; no evaluation, no
+checkpoints, logging off).
+
+Contenders run in one long-lived subprocess each (imports paid once; the driver alternates jobs between
+them so repetitions interleave, in a rotating order, for `--reps` repetitions):
+
+* ``ours``        the library's own path (`alignment.run.build_trainer`: PreferenceTrainer +
+                  CompletionCollator, packed), reference log-probs precomputed *and already cached on disk*
+                  (a sweep's later runs): steady-state training throughput.
+* ``ours-cold``   the same with an empty reference cache: the one-off precomputation is part of the run.
+                  Its first run fills the cache ``ours`` reads; `--cold-reps` (default 1) runs in all.
+* ``trl``         `trl.DPOTrainer` with `DPOConfig` defaults (live reference model, padded batches).
+* ``trl-precomp`` the same with ``precompute_ref_log_probs=True`` (precomputed in the trainer's __init__).
+
+Tokens are counted identically for everyone: non-padding prompt+completion tokens of each sequence (two per
+pair), taken from the features handed to the collator. Steady-state tokens/s = tokens of the steps after
+`--warmup` / their wall time, where a step's time is the interval between consecutive `on_step_end`
+callbacks (data loading, collation, forward, backward, optimizer all included). The cold figure is all
+tokens / (reference precomputation + the whole `trainer.train()`) wall time. Peak memory is the RSS
+high-water mark, `resource.getrusage(RUSAGE_SELF).ru_maxrss` read at the end of each job, after the mark was
+reset to the current RSS at the job's start (`/proc/self/clear_refs` = 5, so each job is measured alone
+although the process is reused); it includes the Python/torch/transformers/trl imports, and `+run`
+subtracts the RSS at the job's start (the imports, plus any allocator cache left by earlier jobs).
+
+Sanity: the first-step loss of every contender is printed (the policy is its own reference at step 0, so
+it is log 2), together with the losses of steps 2-3 (after identical optimizer updates on identical batches
+they must agree across contenders) and the step-0 policy log-probs of the first batch.
+
+    python scripts/bench_dpo.py [--steps 8] [--warmup 2] [--reps 3] [--batch-size 4] [--threads 1]
+
+Prints a table and, as its last line, one JSON object (``tokens_per_s``, ``trl_tokens_per_s`` and ``ratio``
+for the larger model: ours steady-state vs TRL default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TOY = ROOT / "alignment" / "toy" / "assets" / "base"
+CONTENDERS = ("ours", "ours-cold", "trl", "trl-precomp")
+MAX_LENGTH = 256
+MAX_PROMPT_LENGTH = 128
+LEARNING_RATE = 1.0e-5
+DATASET_N = 512
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def make_large(model_dir: Path, out: Path) -> Path:
+    """Same architecture and tokenizer as `model_dir`, widened/deepened to ~20M parameters, random init."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    config.update(
+        dict(
+            hidden_size=512,
+            intermediate_size=1376,
+            num_hidden_layers=6,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+            head_dim=64,
+        )
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    return out
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def dataset_spec(rows: int):
+    from alignment.recipe.schema import DatasetSpec
+
+    return DatasetSpec(name="toy-paired", args={"n": DATASET_N}, num_samples=rows)
+
+
+class StepTimer:
+    """TrainerCallback: wall time between consecutive on_step_end calls (first: from on_train_begin)."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                timer.last = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                now = time.perf_counter()
+                timer.times.append(now - timer.last)
+                timer.last = now
+
+        self.times: list[float] = []
+        self.last = 0.0
+        self.callback = _Callback()
+
+
+class CountingCollator:
+    """Wraps a collator; records non-padding prompt+completion tokens of every batch it builds, in order."""
+
+    def __init__(self, inner, count):
+        self.inner = inner
+        self.count = count
+        self.tokens: list[int] = []
+
+    def __call__(self, features):
+        self.tokens.append(sum(self.count(f) for f in features))
+        return self.inner(features)
+
+
+def record_losses(trainer, store: list[float], first: int = 3) -> None:
+    original = trainer.compute_loss
+
+    def compute_loss(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if len(store) < first and trainer.model.training:
+            store.append(float((out[0] if isinstance(out, tuple) else out).detach()))
+        return out
+
+    trainer.compute_loss = compute_loss
+
+
+# -------------------------------------------------------------------------------------------------- worker
+def build_ours(opts, cache_dir: str, output_dir: str):
+    """The library's path, as `alignment.run.run_offline` takes it (precomputed reference, packed batches)."""
+    from alignment.methods.dpo import DPOParams
+    from alignment.models import load_tokenizer
+    from alignment.policy.batching import COMPLETIONS
+    from alignment.policy.reference import add_reference_logps
+    from alignment.recipe.schema import (
+        TRAINING_DEFAULTS,
+        DataConfig,
+        EvaluationConfig,
+        MethodConfig,
+        ModelConfig,
+        Recipe,
+        method_spec,
+        reference_mode,
+    )
+    from alignment.run import build_policy, build_trainer, load_examples
+
+    training = dict(TRAINING_DEFAULTS)
+    training.update(
+        learning_rate=LEARNING_RATE,
+        per_device_train_batch_size=opts["batch_size"],
+        gradient_accumulation_steps=1,
+        max_steps=opts["steps"],
+        logging_strategy="no",
+        disable_tqdm=True,
+    )
+    recipe = Recipe(
+        method=MethodConfig(name="dpo", params=DPOParams(beta=0.1)),
+        model=ModelConfig(name_or_path=opts["model"], reference_cache_dir=cache_dir),
+        data=DataConfig(
+            train=dataset_spec(opts["rows"]), max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH
+        ),
+        training=training,
+        evaluation=EvaluationConfig(enabled=False),
+        output_dir=output_dir,
+    )
+    spec = method_spec("dpo")
+    tokenizer = load_tokenizer(opts["model"])
+    train, _, report = load_examples(recipe, tokenizer, spec.formats)
+    model = build_policy(recipe)
+    objective = spec.objective(recipe.method.params)
+    from alignment.run import build_context
+
+    train = objective.build_examples(train, build_context(recipe, model, tokenizer))
+    mode = reference_mode(recipe)
+    assert mode == "precomputed", mode
+    started = time.perf_counter()
+    train = add_reference_logps(train, model, pad_token_id=tokenizer.pad_token_id, cache_dir=cache_dir)
+    ref_seconds = time.perf_counter() - started
+    trainer = build_trainer(recipe, model, tokenizer, objective, mode, None, train, None)
+    trainer.data_collator = CountingCollator(
+        trainer.data_collator, lambda f: sum(len(f["prompt_input_ids"]) + len(c) for c in f[COMPLETIONS])
+    )
+    return trainer, ref_seconds, report.summary()
+
+
+def build_trl(opts, output_dir: str, precompute: bool):
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from alignment.data.loading import load_dataset_spec
+    from alignment.models import load_causal_lm, load_tokenizer
+
+    raw = load_dataset_spec(dataset_spec(opts["rows"]), seed=0)
+    # In memory: TRL's precompute cache then lives in a per-process temp dir, so every run precomputes anew.
+    raw = Dataset.from_list(raw.select_columns(["prompt", "chosen", "rejected"]).to_list())
+    tokenizer = load_tokenizer(opts["model"])
+    model = load_causal_lm(opts["model"], dtype="float32")
+    config = DPOConfig(
+        output_dir=output_dir,
+        beta=0.1,
+        bf16=False,
+        learning_rate=LEARNING_RATE,
+        per_device_train_batch_size=opts["batch_size"],
+        gradient_accumulation_steps=1,
+        max_steps=opts["steps"],
+        max_length=MAX_LENGTH,
+        precompute_ref_log_probs=precompute,
+        # what our TRAINING_DEFAULTS set, so optimizer, schedule and seed are identical
+        optim="adamw_torch",
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=0,
+        logging_strategy="no",
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    started = time.perf_counter()
+    trainer = DPOTrainer(model=model, args=config, train_dataset=raw, processing_class=tokenizer)
+    init_seconds = time.perf_counter() - started
+    trainer.data_collator = CountingCollator(
+        trainer.data_collator,
+        lambda f: 2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]),
+    )
+    return trainer, init_seconds
+
+
+def first_batch_logps(trainer, contender: str) -> list[float]:
+    """Policy log-probs (chosen, rejected) of the first 2 rows of the train set, before any step."""
+    import torch
+
+    from alignment.policy.logps import sequence_logps
+
+    rows = [trainer.train_dataset[i] for i in range(2)]
+    collator = trainer.data_collator.inner
+    with torch.no_grad():
+        if contender.startswith("ours"):
+            batch = collator(rows)["sequences"]
+            return sequence_logps(trainer.model, batch).flatten().tolist()
+        batch = collator(rows)
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        out = trainer.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=labels,
+            fused_lm_head=True,
+        )
+        chosen, rejected = out.log_probs.sum(1).chunk(2)
+        return torch.stack([chosen, rejected], 1).flatten().tolist()
+
+
+BASELINE_RSS_MIB = float("nan")
+
+
+def import_everything() -> None:
+    """What either side imports, so both start from the same RSS baseline."""
+    global BASELINE_RSS_MIB
+    import transformers
+    import trl.trainer.dpo_trainer  # noqa: F401
+
+    import alignment.methods.dpo  # noqa: F401
+    import alignment.policy.reference  # noqa: F401
+    import alignment.run  # noqa: F401
+    import alignment.trainers.base  # noqa: F401
+
+    transformers.logging.set_verbosity_error()
+    BASELINE_RSS_MIB = current_rss_mib()
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark to its current RSS (Linux >= 4.0), so ru_maxrss is per job."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def worker(opts: dict) -> dict:
+    import gc
+
+    job_started = time.perf_counter()
+    gc.collect()
+    per_job = reset_peak_rss()
+    baseline = current_rss_mib() if per_job else BASELINE_RSS_MIB
+    contender = opts["contender"]
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_seconds = 0.0
+        truncation = ""
+        if contender in ("ours", "ours-cold"):
+            shared = contender == "ours" or opts.get("prep")
+            cache = opts["cache_dir"] if shared else str(Path(tmp) / "refcache")
+            trainer, ref_seconds, truncation = build_ours(opts, cache, str(Path(tmp) / "out"))
+        else:
+            trainer, ref_seconds = build_trl(opts, str(Path(tmp) / "out"), contender == "trl-precomp")
+        logps = first_batch_logps(trainer, contender) if opts.get("sanity") else []
+        timer = StepTimer()
+        trainer.add_callback(timer.callback)
+        losses: list[float] = []
+        record_losses(trainer, losses)
+        started = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - started
+    tokens = trainer.data_collator.tokens[: len(timer.times)]
+    assert len(tokens) == len(timer.times) == opts["steps"], (len(tokens), len(timer.times))
+    w = opts["warmup"]
+    return {
+        "contender": contender,
+        "steady_tokens_per_s": sum(tokens[w:]) / sum(timer.times[w:]),
+        "step_times": timer.times,
+        "step_tokens": tokens,
+        "train_seconds": train_seconds,
+        "ref_seconds": ref_seconds,
+        "cold_tokens_per_s": sum(tokens) / (train_seconds + ref_seconds),
+        "losses": losses,
+        "first_logps": logps,
+        "peak_rss_mib": peak_rss_mib(),
+        "baseline_rss_mib": baseline,
+        "peak_is_per_job": per_job,
+        "truncation": truncation,
+        "job_seconds": time.perf_counter() - job_started,
+    }
+
+
+# -------------------------------------------------------------------------------------------------- driver
+def serve(threads: int) -> None:
+    """A contender's process: imports once, then runs one job per stdin line (JSON opts), answers JSON lines.
+
+    One process per (config, contender), so its RSS high-water mark belongs to that contender alone; the
+    driver alternates jobs between processes, so repetitions of different contenders interleave in time.
+    """
+    import gc
+
+    import torch
+
+    answer, sys.stdout = sys.stdout, sys.stderr  # the Trainer prints its summary dict to stdout
+    torch.set_num_threads(threads)
+    import_everything()
+    print(json.dumps({"ready": True}), file=answer, flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        out = worker(json.loads(line))
+        gc.collect()
+        print(json.dumps(out), file=answer, flush=True)
+
+
+class Contender:
+    def __init__(self, name: str, threads: int):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
+        env["TOKENIZERS_PARALLELISM"] = "false"
+        self.name = name
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(threads)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+
+    def _read(self) -> dict:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.log.seek(0)
+                sys.stderr.write(self.log.read()[-6000:])
+                raise SystemExit(f"worker {self.name} died ({self.proc.wait()})")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def wait_ready(self) -> None:
+        self._read()
+
+    def run(self, opts: dict) -> dict:
+        self.proc.stdin.write(json.dumps(opts) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+        self.log.close()
+
+
+def progress(rep: int, config: str, contender: str, out: dict) -> None:
+    print(
+        f"  rep {rep} {config:5s} {contender:11s} {out['steady_tokens_per_s']:9.0f} tok/s "
+        f"(cold {out['cold_tokens_per_s']:7.0f}), peak {out['peak_rss_mib']:.0f} MiB, job {out['job_seconds']:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def fmt_range(values: list[float]) -> tuple[str, str, str]:
+    return f"{statistics.median(values):9.0f}", f"{min(values):9.0f}", f"{max(values):9.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of steady-state figures")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--configs", default="toy,large")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument(
+        "--cold-reps",
+        type=int,
+        default=1,
+        help="ours-cold runs per config (the first fills the shared cache)",
+    )
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+
+    started = time.time()
+    contenders = args.contenders.split(",")
+    if "ours-cold" not in contenders:  # its first run fills the reference cache `ours` reads
+        contenders.append("ours-cold")
+    rows = args.steps * args.batch_size  # exactly one epoch: the cold runs precompute what they train on
+    with tempfile.TemporaryDirectory(prefix="bench_dpo_") as tmp:
+        models = {"toy": str(TOY)}
+        if "large" in args.configs:
+            models["large"] = str(make_large(TOY, Path(tmp) / "large"))
+        configs = [c for c in args.configs.split(",") if c in models]
+        results: dict[tuple[str, str], list[dict]] = {(c, k): [] for c in configs for k in contenders}
+        base = dict(
+            steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, threads=args.threads, rows=rows
+        )
+        sanity: dict[tuple[str, str], dict] = {}
+        # One process per (config, contender), all started (and their imports done) before anything is timed.
+        procs = {k: Contender(k, args.threads) for k in contenders}
+        workers = {(c, k): procs[k] for c in configs for k in contenders}
+        for w in procs.values():
+            w.wait_ready()
+        print(f"  {len(procs)} worker processes ready after {time.time() - started:.0f} s", file=sys.stderr)
+        for config in configs:
+            common = dict(
+                base, config=config, model=models[config], cache_dir=str(Path(tmp) / f"refcache-{config}")
+            )
+            # Fill our reference cache, as a sweep's first run would; this run is also the first cold sample.
+            out = workers[(config, "ours-cold")].run(
+                dict(common, contender="ours-cold", prep=True, sanity=True)
+            )
+            results[(config, "ours-cold")].append(out)
+            sanity[(config, "ours-cold")] = out
+            progress(0, config, "ours-cold", out)
+            for rep in range(args.reps):
+                order = [k for k in contenders if k != "ours-cold" or rep < args.cold_reps - 1]
+                order = order[rep % len(order) :] + order[: rep % len(order)]
+                for contender in order:
+                    out = workers[(config, contender)].run(dict(common, contender=contender, sanity=rep == 0))
+                    results[(config, contender)].append(out)
+                    sanity.setdefault((config, contender), out)
+                    progress(rep, config, contender, out)
+        for w in procs.values():
+            w.close()
+
+    print(
+        f"\nDPO training throughput: {args.steps} steps x {args.batch_size} pairs (warm-up {args.warmup} "
+        f"excluded), {rows} rows of toy-paired, max_length {MAX_LENGTH}, fp32, {args.threads} threads, "
+        f"median of {args.reps} interleaved reps; wall {time.time() - started:.0f} s"
+    )
+    print(
+        "tokens = non-padding prompt+completion tokens; memory = max over reps of ru_maxrss "
+        "per job, reset at its start (+run: minus RSS at the job's start)\n"
+    )
+    header = (
+        f"{'config':6s} {'contender':12s} {'n':>2s} {'tok/s med':>9s} {'min':>9s} {'max':>9s} {'cold tok/s':>10s} "
+        f"{'ref s':>6s} {'peak MiB':>8s} {'+run':>7s}"
+    )
+    print(header)
+    print("-" * len(header))
+    summary: dict[str, dict[str, float]] = {}
+    for config in configs:
+        for contender in contenders:
+            runs = results[(config, contender)]
+            steady = [r["steady_tokens_per_s"] for r in runs]
+            cold = statistics.median(r["cold_tokens_per_s"] for r in runs)
+            ref = statistics.median(r["ref_seconds"] for r in runs)
+            peak = max(r["peak_rss_mib"] for r in runs)
+            delta = max(r["peak_rss_mib"] - r["baseline_rss_mib"] for r in runs)
+            med, lo, hi = fmt_range(steady)
+            print(
+                f"{config:6s} {contender:12s} {len(runs):2d} {med} {lo} {hi} {cold:10.0f} {ref:6.2f} {peak:8.0f} {delta:7.0f}"
+            )
+            summary.setdefault(config, {})[contender] = statistics.median(steady)
+            summary[config][contender + "_cold"] = cold
+            summary[config][contender + "_peak_rss_mib"] = peak
+    print(
+        "\n'ref s': reference precomputation (ours) / DPOTrainer.__init__ incl. its precomputation (TRL), s"
+    )
+    print("cold tok/s: all tokens / (ref s + trainer.train() wall)\n")
+
+    print("sanity (rep 0): step-1 loss, steps 2-3 loss, step-0 policy logps of rows 0-1 (chosen, rejected)")
+    for config in configs:
+        for contender in contenders:
+            r = sanity.get((config, contender)) or results[(config, contender)][0]
+            losses = ", ".join(f"{x:.6f}" for x in r["losses"])
+            logps = ", ".join(f"{x:.4f}" for x in r["first_logps"])
+            print(
+                f"  {config:6s} {contender:12s} loss [{losses}]  logps [{logps}]  first-step tokens "
+                f"{r['step_tokens'][0]}"
+            )
+        if results[(config, contenders[0])][0]["truncation"]:
+            print(f"  {config}: ours truncation: {results[(config, contenders[0])][0]['truncation']}")
+
+    key = "large" if "large" in summary else configs[-1]
+    s = summary[key]
+    line = {
+        "config": key,
+        "tokens_per_s": round(s.get("ours", float("nan")), 1),
+        "trl_tokens_per_s": round(s.get("trl", float("nan")), 1),
+        "ratio": round(s.get("ours", float("nan")) / s.get("trl", float("nan")), 3),
+        "ratio_vs_trl_precompute": round(s.get("ours", float("nan")) / s.get("trl-precomp", float("nan")), 3),
+        "cold_tokens_per_s": round(s.get("ours-cold_cold", float("nan")), 1),
+        "trl_precomp_cold_tokens_per_s": round(s.get("trl-precomp_cold", float("nan")), 1),
+        "toy_ratio": round(summary["toy"]["ours"] / summary["toy"]["trl"], 3) if "toy" in summary else None,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "batch_size": args.batch_size,
+        "reps": args.reps,
+        "threads": args.threads,
+    }
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
