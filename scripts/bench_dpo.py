@@ -50,6 +50,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from alignment.toy.scaled import save_scaled_model
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TOY = ROOT / "alignment" / "toy" / "assets" / "base"
@@ -61,29 +63,6 @@ DATASET_N = 512
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def make_large(model_dir: Path, out: Path) -> Path:
-    """Same architecture and tokenizer as `model_dir`, widened/deepened to ~20M parameters, random init."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
-
-    config = AutoConfig.from_pretrained(model_dir)
-    config.update(
-        dict(
-            hidden_size=512,
-            intermediate_size=1376,
-            num_hidden_layers=6,
-            num_attention_heads=8,
-            num_key_value_heads=8,
-            head_dim=64,
-        )
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
-    return out
-
-
 def current_rss_mib() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -458,7 +437,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_dpo_") as tmp:
         models = {"toy": str(TOY)}
         if "large" in args.configs:
-            models["large"] = str(make_large(TOY, Path(tmp) / "large"))
+            models["large"] = str(save_scaled_model(TOY, Path(tmp) / "large"))
         configs = [c for c in args.configs.split(",") if c in models]
         results: dict[tuple[str, str], list[dict]] = {(c, k): [] for c in configs for k in contenders}
         base = dict(

@@ -20,32 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from alignment.toy.scaled import save_scaled_model
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TOY = ROOT / "alignment" / "toy" / "assets" / "base"
-
-
-def make_large(model_dir: Path, out: Path) -> Path:
-    """Same architecture and tokenizer as `model_dir`, widened/deepened to ~20M parameters, random init."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
-
-    config = AutoConfig.from_pretrained(model_dir)
-    config.update(
-        dict(
-            hidden_size=512,
-            intermediate_size=1376,
-            num_hidden_layers=6,
-            num_attention_heads=8,
-            num_key_value_heads=8,
-            head_dim=64,
-        )
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
-    return out
 
 
 def bench_prompts(count: int) -> list[str]:
@@ -128,7 +107,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, model_dir in (("given", Path(args.model_dir)), ("~20M", None)):
-            model_dir = model_dir or make_large(Path(args.model_dir), Path(tmp) / "large")
+            model_dir = model_dir or save_scaled_model(Path(args.model_dir), Path(tmp) / "large")
             cmd = [sys.executable, __file__, "--worker", str(model_dir)] + [
                 f"--{k.replace('_', '-')}={getattr(args, k)}"
                 for k in ("prompts", "n", "max_new_tokens", "batch_size", "reps")
