@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from alignment.errors import RecipeError
 from alignment.models import load_reward_model, load_tokenizer
 
 
@@ -18,7 +19,16 @@ class RewardModelScorer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, **kwargs) -> RewardModelScorer:
-        return cls(load_reward_model(name_or_path), load_tokenizer(name_or_path), **kwargs)
+        try:
+            model, tokenizer = load_reward_model(name_or_path), load_tokenizer(name_or_path)
+        except OSError as err:
+            raise RecipeError(
+                "reward.name_or_path",
+                f"cannot load reward model '{name_or_path}': it is not a local model directory and could not "
+                f"be fetched from the hub ({type(err).__name__}). Train one first, e.g. "
+                "`alignment recipes/reward_model.yaml` writes runs/reward_model.",
+            ) from None
+        return cls(model, tokenizer, **kwargs)
 
     @torch.no_grad()
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:

@@ -232,7 +232,10 @@ def model_state_for_sync(model) -> Iterator[tuple[str, torch.Tensor]]:
 
 def _merged_lora_layer(mod_name: str, module, adapters: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
     if any(getattr(module, "use_dora", {}).get(a, False) for a in adapters):
-        raise NotImplementedError(f"{mod_name}: DoRA adapters cannot be merged for sync; use plain LoRA")
+        raise BackendError(
+            f"{mod_name}: DoRA adapters cannot be merged into the vLLM engine's weights; use plain LoRA "
+            "(model.lora without DoRA) or sampling.backend: transformers"
+        )
     base_layer = module.get_base_layer()
     with _gathered(list(module.parameters())), torch.no_grad():
         weight = base_layer.weight.detach().clone()

@@ -405,11 +405,14 @@ def run_online(recipe, *, dry_run: bool = False) -> int:
     setup_distributed()
     save_recipe(recipe, recipe.output_dir)
     started = time.time()
-    model = build_policy(recipe)
+    args = to_training_arguments(recipe, resume_from_checkpoint=None)
     objective = spec.objective(recipe.method.params)
+    labeller = build_labeller(
+        recipe, objective, device=args.device
+    )  # before the policy: a missing RM fails fast
+    model = build_policy(recipe)
     mode = reference_mode(recipe)
     ref_model = copy.deepcopy(model) if mode == "copy" else None
-    args = to_training_arguments(recipe, resume_from_checkpoint=None)
     model_dir = resolve_model_path(recipe.model.name_or_path)
     trainer = OnlineTrainer(
         model=model,
@@ -421,7 +424,7 @@ def run_online(recipe, *, dry_run: bool = False) -> int:
         reference_mode=mode,
         ref_model=ref_model,
         sampler=build_sampler(recipe.sampling, model, tokenizer, model_dir),
-        labeller=build_labeller(recipe, objective, device=args.device),
+        labeller=labeller,
         sampling_params=sampling_params_from_config(recipe.sampling),
         pack_length=(recipe.data.max_prompt_length + recipe.sampling.max_new_tokens)
         * objective.num_completions,

@@ -231,3 +231,28 @@ def test_vllm_engine_holds_the_trained_weights_after_each_step(vllm_sampler, tin
 
     torch.testing.assert_close(engine, policy_logps(out), rtol=0, atol=1e-3)
     assert (engine - policy_logps(tiny_model_dir)).abs().max() > 1e-2
+
+
+def test_missing_reward_model_fails_before_the_policy_loads(tmp_path, monkeypatch, capsys):
+    """A reward model that is neither local nor on a reachable hub: exit 2 naming the key and the fix."""
+    import transformers
+
+    from alignment.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = []
+    real = transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(
+        transformers.AutoModelForCausalLM,
+        "from_pretrained",
+        lambda *a, **k: loaded.append(a) or real(*a, **k),
+    )
+    argv = [
+        "recipes/online_dpo.yaml",
+        f"reward.name_or_path={tmp_path / 'no-rm'}",
+        f"output_dir={tmp_path / 'out'}",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "reward.name_or_path" in err and "recipes/reward_model.yaml" in err
+    assert loaded == []
