@@ -178,11 +178,12 @@ def run_offline(recipe: Recipe, *, dry_run: bool = False) -> int:
     if dry_run:
         print_dry_run(recipe, fmt, dataset_statistics(train, fmt), report)
         return 0
+    resume = resume_argument(recipe)  # a bad checkpoint path fails before the model loads
     setup_distributed()
     save_recipe(recipe, recipe.output_dir)
     started = time.time()
     trainer, mode = prepare_offline_trainer(recipe, tokenizer, train, evaluation)
-    trainer.train(resume_from_checkpoint=resume_argument(recipe))
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(recipe.output_dir)  # all ranks: under ZeRO-3 this gathers the shards
     trainer.save_state()  # trainer_state.json (log history) in output_dir
     if trainer.is_world_process_zero():

@@ -22,8 +22,8 @@ from alignment.recipe.fields import check, coerce, field_types, param, unknown_k
 
 DataFormat = Literal["auto", "paired", "unpaired", "negatives", "prompts"]
 
-# Our defaults over TrainingArguments' own (which target large GPU runs): small toy-friendly steps, no
-# checkpoints or trackers unless asked, seed 0, and columns kept (our collators need them).
+# Our defaults over TrainingArguments' own (which target large GPU runs): small toy-friendly steps, a
+# checkpoint every 500 steps (the last two kept), no trackers unless asked, seed 0, and columns kept (our collators need them).
 TRAINING_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1.0e-5,
     "lr_scheduler_type": "linear",
@@ -38,7 +38,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "max_steps": -1,
     "logging_steps": 10,
     "eval_strategy": "no",
-    "save_strategy": "no",
+    "save_strategy": "steps",  # a crash or Ctrl-C loses at most save_steps of work; resume with
+    "save_steps": 500,  # training.resume_from_checkpoint=last
+    "save_total_limit": 2,
     "report_to": "none",
     "seed": 0,
     "bf16": False,
