@@ -17,6 +17,7 @@ Features and assumptions:
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -140,7 +141,7 @@ class PreferenceTrainer(Trainer):
         # One row per process (already means over its examples): plain `gather`, since `gather_for_metrics`
         # would cut rows at the last batch as if they were padded duplicate examples.
         values = (
-            self.accelerator.gather(values.unsqueeze(0)).mean(0)
+            self.accelerator.gather(values.unsqueeze(0)).nanmean(0)
             if self.accelerator.num_processes > 1
             else values
         )
@@ -151,10 +152,9 @@ class PreferenceTrainer(Trainer):
         split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
         prefix = "eval_" if split == "eval" else ""
         for name, values in self._metrics[split].items():
-            if values:
-                logs[prefix + name] = sum(values) / len(values)
-        if split == "train" and hasattr(self.objective, "delta"):
-            logs["delta"] = float(self.objective.delta)
+            present = [v for v in values if not math.isnan(v)]  # NaN: e.g. no undesirable example in a batch
+            if present:
+                logs[prefix + name] = sum(present) / len(present)
         self._metrics[split].clear()
         super().log(logs, start_time)
 

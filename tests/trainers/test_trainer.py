@@ -197,3 +197,12 @@ def test_frozen_copy_reference_matches_the_precomputed_one(tmp_path):
         losses[mode] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert losses["copy"] == pytest.approx(losses["precomputed"], abs=1e-5)
     assert losses["copy"][1] != pytest.approx(math.log(2), abs=1e-4)  # the second step really moved
+
+
+def test_logged_means_skip_batches_without_a_class(tmp_path):
+    """KTO/BCO report NaN for a class absent from a micro-batch; the logged mean is over the others."""
+    trainer = build(make_recipe(tmp_path, {"name": "kto"}, max_steps=0))
+    for value in (float("nan"), 1.0, 3.0):
+        trainer._store_metrics({"rewards/rejected": torch.tensor(value)}, "train")
+    trainer.log({"loss": 0.5})
+    assert trainer.state.log_history[-1]["rewards/rejected"] == pytest.approx(2.0)
