@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from loss_testing import ATOL, F64, close, t  # noqa: E402,F401
 
 from alignment.losses import (
     RewardShift,
@@ -13,17 +14,6 @@ from alignment.losses import (
     density_ratio_weights,
     fit_density_ratio_classifier,
 )
-
-ATOL = 1e-9
-F64 = torch.float64
-
-
-def t(*values: float) -> torch.Tensor:
-    return torch.tensor(values, dtype=F64)
-
-
-def close(got: torch.Tensor, want: torch.Tensor) -> None:
-    torch.testing.assert_close(got, want.to(got.dtype), rtol=0, atol=ATOL)
 
 
 def test_bco_by_hand():

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from loss_testing import ATOL, F64, close, t  # noqa: E402,F401
 
 from alignment.losses import (
     calibrated_reward,
@@ -13,17 +14,6 @@ from alignment.losses import (
     identity_transform,
     neg_exp_transform,
 )
-
-ATOL = 1e-9
-F64 = torch.float64
-
-
-def t(*values: float) -> torch.Tensor:
-    return torch.tensor(values, dtype=F64)
-
-
-def close(got: torch.Tensor, want: torch.Tensor) -> None:
-    torch.testing.assert_close(got, want.to(got.dtype), rtol=0, atol=ATOL)
 
 
 def test_d2o_by_hand():

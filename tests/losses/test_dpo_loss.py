@@ -4,19 +4,9 @@ import math
 
 import pytest
 import torch
+from loss_testing import ATOL, F64, close, t  # noqa: E402,F401
 
 from alignment.losses import confidence_smoothed_dpo_loss, dpo_loss, ipo_loss, preference_margin
-
-ATOL = 1e-9
-F64 = torch.float64
-
-
-def t(*values: float) -> torch.Tensor:
-    return torch.tensor(values, dtype=F64)
-
-
-def close(got: torch.Tensor, want: torch.Tensor) -> None:
-    torch.testing.assert_close(got, want.to(got.dtype), rtol=0, atol=ATOL)
 
 
 def test_dpo_margins_0_10_20():

@@ -2,19 +2,9 @@
 
 import pytest
 import torch
+from loss_testing import ATOL, F64, close, t  # noqa: E402,F401
 
 from alignment.losses import kto_loss, kto_reference_point, kto_reference_point_from_sums, mismatched_indices
-
-ATOL = 1e-9
-F64 = torch.float64
-
-
-def t(*values: float) -> torch.Tensor:
-    return torch.tensor(values, dtype=F64)
-
-
-def close(got: torch.Tensor, want: torch.Tensor) -> None:
-    torch.testing.assert_close(got, want.to(got.dtype), rtol=0, atol=ATOL)
 
 
 def test_mismatched_indices_cyclic_shift():
