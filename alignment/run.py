@@ -184,6 +184,19 @@ def run_offline(recipe: Recipe, *, dry_run: bool = False) -> int:
     started = time.time()
     trainer, mode = prepare_offline_trainer(recipe, tokenizer, train, evaluation)
     trainer.train(resume_from_checkpoint=resume)
+    finish_training(recipe, trainer, tokenizer, mode, started=started)
+    return 0
+
+
+def finish_training(
+    recipe: Recipe, trainer, tokenizer, mode: str, *, started: float, judge: Recipe | None = None
+):
+    """Save on all ranks, then evaluate and summarise on rank 0; returns the eval result there (else None).
+
+    `judge` is the recipe whose evaluation/reward sections judge the run (online runs pass one with the
+    gold reward, never the proxy they optimised). Evaluation runs on rank 0 alone, with no collective:
+    under ZeRO-3 each rank holds only a shard of the weights, so rank 0 evaluates the saved (gathered) model.
+    """
     trainer.save_model(recipe.output_dir)  # all ranks: under ZeRO-3 this gathers the shards
     trainer.save_state()  # trainer_state.json (log history) in output_dir
     if trainer.is_world_process_zero():
@@ -191,17 +204,17 @@ def run_offline(recipe: Recipe, *, dry_run: bool = False) -> int:
     logger.info("training finished in %.1f s", time.time() - started)
     sharded = zero_stage(trainer) == 3
     trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
-        # Evaluation runs on rank 0 alone, with no collective. Under ZeRO-3 each rank holds only a shard of
-        # the weights, so rank 0 evaluates the saved (gathered) model instead of the engine's.
-        model = trainer.model
-        if sharded and recipe.evaluation.enabled:
-            from alignment.eval.run import load_saved_policy
+    if not trainer.is_world_process_zero():
+        return None
+    judge = judge or recipe
+    model = trainer.model
+    if sharded and judge.evaluation.enabled:
+        from alignment.eval.run import load_saved_policy
 
-            model = load_saved_policy(recipe, uses_adapter=mode == "adapter").to(trainer.args.device)
-        result = final_evaluation(recipe, model, tokenizer, uses_adapter=mode == "adapter")
-        print_summary(recipe, trainer, result)
-    return 0
+        model = load_saved_policy(recipe, uses_adapter=mode == "adapter").to(trainer.args.device)
+    result = final_evaluation(judge, model, tokenizer, uses_adapter=mode == "adapter")
+    print_summary(recipe, trainer, result)
+    return result
 
 
 def prepare_offline_trainer(recipe: Recipe, tokenizer, train, evaluation=None):

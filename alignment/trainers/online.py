@@ -371,14 +371,7 @@ def run_online(recipe, *, dry_run: bool = False) -> int:
     from alignment.models import load_tokenizer, resolve_model_path
     from alignment.recipe.load import save_recipe
     from alignment.recipe.schema import RewardConfig, method_spec, reference_mode, to_training_arguments
-    from alignment.run import (
-        build_policy,
-        final_evaluation,
-        print_dry_run,
-        print_summary,
-        resume_argument,
-        setup_distributed,
-    )
+    from alignment.run import build_policy, finish_training, print_dry_run, resume_argument, setup_distributed
     from alignment.sampling.factory import build_sampler, sampling_params_from_config
 
     spec = method_spec(recipe.method.name)
@@ -430,17 +423,12 @@ def run_online(recipe, *, dry_run: bool = False) -> int:
         * objective.num_completions,
     )
     trainer.train(resume_from_checkpoint=resume_argument(recipe))
-    trainer.save_model(recipe.output_dir)
-    if not trainer.is_world_process_zero():
-        return 0
-    tokenizer.save_pretrained(recipe.output_dir)
-    seconds = time.time() - started
-    write_stats(recipe.output_dir, trainer, seconds)
-    logger.info("training finished in %.1f s", seconds)
+    if trainer.is_world_process_zero():
+        write_stats(recipe.output_dir, trainer, time.time() - started)
     gold = dataclasses.replace(recipe, reward=RewardConfig(kind="gold"))  # judge with gold, never the proxy
-    result = final_evaluation(gold, trainer.model, tokenizer, uses_adapter=mode == "adapter")
-    print_summary(recipe, trainer, result)
-    print(f"   online: {trainer.totals['pairs']} pairs, {trainer.totals['ties']} tied prompts skipped")
+    finish_training(recipe, trainer, tokenizer, mode, started=started, judge=gold)
+    if trainer.is_world_process_zero():
+        print(f"   online: {trainer.totals['pairs']} pairs, {trainer.totals['ties']} tied prompts skipped")
     return 0
 
 
