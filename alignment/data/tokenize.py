@@ -203,7 +203,7 @@ def tokenize_dataset(
     return ds, report
 
 
-def _length_stats(lengths: np.ndarray) -> dict[str, float]:
+def length_stats(lengths: np.ndarray) -> dict[str, float]:
     return {
         "mean": float(lengths.mean()),
         "p50": float(np.percentile(lengths, 50)),
@@ -222,13 +222,13 @@ def dataset_statistics(tokenized: Dataset, fmt: str) -> dict:
     def lengths(column: str) -> np.ndarray:
         return pc.list_value_length(table[column]).to_numpy(zero_copy_only=False)
 
-    stats["prompt_tokens"] = _length_stats(lengths("prompt_input_ids"))
+    stats["prompt_tokens"] = length_stats(lengths("prompt_input_ids"))
     columns = COMPLETIONS[fmt]
     if columns:
         per_column = {c: lengths(f"{c}_input_ids") for c in columns}
-        stats["completion_tokens"] = _length_stats(np.concatenate(list(per_column.values())))
+        stats["completion_tokens"] = length_stats(np.concatenate(list(per_column.values())))
         if len(columns) > 1:
-            stats.update({f"{c}_tokens": _length_stats(v) for c, v in per_column.items()})
+            stats.update({f"{c}_tokens": length_stats(v) for c, v in per_column.items()})
     if fmt == "unpaired":
         labels = table["label"].to_numpy(zero_copy_only=False).astype(bool)
         stats["label_balance"] = {

@@ -39,11 +39,11 @@ def main(argv: list[str]) -> int:
     tokenizer = load_tokenizer(args.model)
     settings = EvalSettings(
         num_prompts=args.num_prompts,
-        samples_per_prompt=max(args.samples_per_prompt, *args.best_of_n, 1),
+        samples_per_prompt=args.samples_per_prompt,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         seed=args.seed,
-        best_of_n=tuple(args.best_of_n),
+        best_of_n=args.best_of_n,
     )
     prompts = eval_prompts(DatasetSpec(name=args.prompts, split=args.split), args.seed)
     result = evaluate(

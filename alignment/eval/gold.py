@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from alignment.policy.batching import build_padded_batch
-from alignment.policy.logps import completion_logits, gather_logps, sequence_kl
+from alignment.policy.logps import completion_logits, gather_logps, sequence_kl, sum_per_sequence
 from alignment.rewards.base import Reward
 from alignment.sampling.base import Completions, SamplingParams
 from alignment.sampling.hf import TransformersSampler
@@ -45,6 +45,11 @@ class EvalSettings:
     seed: int = 1234
     best_of_n: Sequence[int] = ()
     batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        # best-of-N needs at least N samples per prompt from each model
+        self.best_of_n = tuple(self.best_of_n)
+        self.samples_per_prompt = max(self.samples_per_prompt, *self.best_of_n, 1)
 
 
 def pairwise_win_rate(policy_rewards: torch.Tensor, reference_rewards: torch.Tensor) -> float:
@@ -70,10 +75,6 @@ def _adapter_disabled(model: nn.Module) -> Iterator[None]:
         yield
 
 
-def _completion_token_ids(completions: Completions) -> list[list[list[int]]]:
-    return [[ids for ids in per_prompt] for per_prompt in completions.token_ids]
-
-
 @torch.no_grad()
 def kl_on_samples(
     policy: nn.Module,
@@ -87,7 +88,7 @@ def kl_on_samples(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(P, n) exact per-token KL sums and (P, n) sampled log-ratios log π(y)/π_ref(y) of the policy samples."""
     prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
-    token_ids = _completion_token_ids(completions)
+    token_ids = completions.token_ids
     kls, ratios = [], []
     device = next(policy.parameters()).device
     for start in range(0, len(prompts), batch_size):
@@ -104,10 +105,7 @@ def kl_on_samples(
             ref_logits = completion_logits(reference, batch)
         kls.append(sequence_kl(pol_logits, ref_logits, batch).double().cpu())
         delta = gather_logps(pol_logits, batch.target_ids) - gather_logps(ref_logits, batch.target_ids)
-        summed = torch.zeros(batch.num_sequences, dtype=delta.dtype, device=delta.device).index_add(
-            0, batch.target_seq, delta
-        )
-        ratios.append(summed.view(batch.num_examples, batch.num_completions).double().cpu())
+        ratios.append(sum_per_sequence(delta, batch).double().cpu())
     return torch.cat(kls), torch.cat(ratios)
 
 

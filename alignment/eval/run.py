@@ -31,11 +31,11 @@ def harmful_fn_for(reward_kind: str):
 def settings_from_recipe(evaluation) -> EvalSettings:
     return EvalSettings(
         num_prompts=evaluation.num_prompts,
-        samples_per_prompt=max(evaluation.samples_per_prompt, *evaluation.best_of_n, 1),
+        samples_per_prompt=evaluation.samples_per_prompt,
         max_new_tokens=evaluation.max_new_tokens,
         temperature=evaluation.temperature,
         seed=evaluation.seed,
-        best_of_n=tuple(evaluation.best_of_n),
+        best_of_n=evaluation.best_of_n,
     )
 
 

@@ -46,12 +46,17 @@ def completion_logits(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
     return out.logits.reshape(rows * width, -1)[batch.target_positions]
 
 
+def sum_per_sequence(per_token: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
+    """(M,) values at the target positions -> (B, C) sums over each completion's tokens."""
+    summed = torch.zeros(batch.num_sequences, dtype=per_token.dtype, device=per_token.device)
+    summed = summed.index_add(0, batch.target_seq, per_token)
+    return summed.view(batch.num_examples, batch.num_completions)
+
+
 def sequence_logps(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
     """(B, C) summed completion log-probs for every example and completion in one forward pass."""
     token_logps = gather_logps(completion_logits(model, batch), batch.target_ids)
-    summed = torch.zeros(batch.num_sequences, dtype=token_logps.dtype, device=token_logps.device)
-    summed = summed.index_add(0, batch.target_seq, token_logps)
-    return summed.view(batch.num_examples, batch.num_completions)
+    return sum_per_sequence(token_logps, batch)
 
 
 def sequence_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:
@@ -64,6 +69,4 @@ def sequence_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, batch: Se
     logp = torch.log_softmax(policy_logits.to(dtype), dim=-1)
     logq = torch.log_softmax(ref_logits.to(dtype), dim=-1)
     per_token = (logp.exp() * (logp - logq)).sum(-1)
-    summed = torch.zeros(batch.num_sequences, dtype=per_token.dtype, device=per_token.device)
-    summed = summed.index_add(0, batch.target_seq, per_token)
-    return summed.view(batch.num_examples, batch.num_completions)
+    return sum_per_sequence(per_token, batch)

@@ -390,9 +390,9 @@ def run_online(recipe, *, dry_run: bool = False) -> int:
     if dry_run:
         import numpy as np
 
-        from alignment.data.tokenize import _length_stats
+        from alignment.data.tokenize import length_stats
 
-        stats = {"rows": len(prompts), "prompt_tokens": _length_stats(np.asarray(lengths))}
+        stats = {"rows": len(prompts), "prompt_tokens": length_stats(np.asarray(lengths))}
         print_dry_run(recipe, fmt, {**stats, **online_plan(recipe, len(prompts))}, report)
         return 0
     setup_distributed()

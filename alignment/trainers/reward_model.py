@@ -247,14 +247,14 @@ def write_evaluation(recipe: Recipe, heldout, heldout_spec, summary: dict[str, A
 
 
 def print_dry_run(recipe: Recipe, train, heldout, dropped: dict[str, int]) -> None:
-    from alignment.data.tokenize import _length_stats
+    from alignment.data.tokenize import length_stats
 
     print("# resolved recipe\n" + dump_recipe(recipe))
     print(f"# reward-model data: {len(train)} training pairs, {len(heldout)} held-out pairs")
     for name, ds in (("train", train), ("heldout", heldout)):
         for c in COLUMNS:
             lengths = torch.tensor([len(ids) for ids in ds[f"{c}_input_ids"]]).numpy()
-            print(f"  {name} {c}_tokens: {_length_stats(lengths)}")
+            print(f"  {name} {c}_tokens: {length_stats(lengths)}")
     print(f"# dropped over data.max_length={recipe.data.max_length}: {dropped}")
     print("dry run: recipe and data are valid; nothing was trained.")
 
