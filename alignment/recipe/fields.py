@@ -88,6 +88,11 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
 
 
 def _choices_error(value: Any, choices: list[str]) -> _Mismatch:
+    if isinstance(value, bool):
+        # YAML 1.1 reads unquoted no/yes/off/on as booleans, so `save_strategy: no` arrives as False.
+        words = [c for c in choices if c in ("no", "yes", "off", "on", "true", "false")]
+        example = words[0] if words else choices[0]
+        return _Mismatch(f"(YAML reads unquoted no/yes/on/off as a boolean: quote the word, e.g. '{example}')")
     hint = closest(str(value), choices) if isinstance(value, str) else None
     return _Mismatch(f"(did you mean '{hint}'?)" if hint else "")
 

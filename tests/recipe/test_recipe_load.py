@@ -178,6 +178,12 @@ BASE = "method: {name: dpo}\ndata: {train: toy-paired}\n"
         ),
         (
             BASE,
+            ["training.save_strategy=no"],
+            "training.save_strategy",
+            "got False (YAML reads unquoted no/yes/on/off as a boolean: quote the word, e.g. 'no')",
+        ),
+        (
+            BASE,
             ["sampling.vllm.enforce_eager=maybe"],
             "sampling.vllm.enforce_eager",
             "expected bool, got 'maybe'",
