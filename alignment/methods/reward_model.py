@@ -22,9 +22,18 @@ class RewardModelParams:
         "TRL's center_rewards_coefficient, which suggests 0.01); null: off.",
     )
 
+    max_group_size: int = param(
+        8,
+        help="Most distinct completions in one comparison group: consecutive pairs with the same prompt are "
+        "scored together as one batch element, each completion once (InstructGPT's K ranked completions, "
+        "K = 4..9 there). 2 = one pair per group, as TRL's RewardTrainer.",
+    )
+
     def __post_init__(self) -> None:
         c = self.center_rewards_coefficient
         check(c is None or c >= 0, "center_rewards_coefficient", f"must be >= 0 or null, got {c}")
+        k = self.max_group_size
+        check(k >= 2, "max_group_size", f"must be >= 2 (a pair has two completions), got {k}")
 
 
 register(

@@ -121,11 +121,15 @@ def bradley_terry_prefers_first(r_a: torch.Tensor, r_b: torch.Tensor, temperatur
 
 
 def _pairs(prompts: list[str], samples: list[list[str]], temperature: float, seed: int) -> dict[str, list]:
-    a, b = [s[0] for s in samples], [s[1] for s in samples]
-    first = bradley_terry_prefers_first(gold_reward(prompts, a), gold_reward(prompts, b), temperature, seed)
+    """Every pair (i < j) among each prompt's samples, labelled by Bradley–Terry on gold; a prompt's pairs are
+    consecutive rows (the reward-model trainer groups them, scoring each sample once)."""
+    rows = [(p, per[i], per[j]) for p, per in zip(prompts, samples)
+            for i in range(len(per)) for j in range(i + 1, len(per))]
+    ps, a, b = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    first = bradley_terry_prefers_first(gold_reward(ps, a), gold_reward(ps, b), temperature, seed)
     chosen = [x if f else y for x, y, f in zip(a, b, first.tolist())]
     rejected = [y if f else x for x, y, f in zip(a, b, first.tolist())]
-    return {"prompt": prompts, "chosen": chosen, "rejected": rejected}
+    return {"prompt": ps, "chosen": chosen, "rejected": rejected}
 
 
 def threshold_labels(r: torch.Tensor, threshold: float | None, noise: float, seed: int) -> list[bool]:
@@ -139,17 +143,28 @@ def threshold_labels(r: torch.Tensor, threshold: float | None, noise: float, see
 # --- builders ---------------------------------------------------------------------------------------------
 
 def toy_paired(
-    *, split: str = "train", seed: int = 0, n: int = 512, temperature: float = 0.0,
+    *, split: str = "train", seed: int = 0, n: int = 512, temperature: float = 0.0, samples_per_prompt: int = 2,
     families: Sequence[str] | None = None, max_new_tokens: int = MAX_NEW_TOKENS, model: str = "toy-base",
 ):
-    """n prompts, two base samples each, ordered by Bradley-Terry on gold with `temperature` (0 = noiseless)."""
+    """n pairs ordered by Bradley-Terry on gold with `temperature` (0 = noiseless).
+
+    Each sampled prompt gets `samples_per_prompt` (k) base samples and contributes all k(k-1)/2 pairs among
+    them, as consecutive rows (the last prompt's pairs are cut to make n). k = 2 is one pair per prompt; a
+    larger k is InstructGPT's "rank K completions" labelling: more comparisons per sample drawn.
+    """
     _check_split(split, ("train", "eval"))
+    k = samples_per_prompt
+    if k < 2:
+        raise DataError(f"toy-paired: samples_per_prompt must be >= 2 (a pair needs two samples), got {k}")
     args = dict(split=split, seed=seed, n=n, temperature=temperature, families=_families(families),
                 max_new_tokens=max_new_tokens, model=model)
+    if k != 2:  # k = 2 keeps the key it had before the argument existed, so those caches stay valid
+        args["samples_per_prompt"] = k
 
     def build():
-        prompts = sample_prompts(n, seed=seed, split=split, families=families)
-        return _pairs(prompts, _sample(model, prompts, 2, seed, max_new_tokens), temperature, seed + 1)
+        prompts = sample_prompts(-(-n // (k * (k - 1) // 2)), seed=seed, split=split, families=families)
+        pairs = _pairs(prompts, _sample(model, prompts, k, seed, max_new_tokens), temperature, seed + 1)
+        return {column: values[:n] for column, values in pairs.items()}
 
     return _cached("toy-paired", args, build)
 

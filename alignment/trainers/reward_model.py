@@ -6,15 +6,23 @@ Features and assumptions:
   prompt/completion boundary exactly as at scoring time), right-padded; the reward is the logit at the last
   non-pad token. Pairs whose chosen or rejected sequence exceeds ``data.max_length`` are dropped (as TRL's
   RewardTrainer does), never cut: a cut sequence would lose the EOS the scorer always appends.
-* One forward pass per micro-batch: B chosen rows then B rejected rows (TRL's layout).
-* Held-out pairs: ``data.eval`` when given, else a seeded 10% of ``data.train``. After training they are
+* Comparison groups (InstructGPT §3.5 / appendix C.2): consecutive rows with the same prompt are merged into
+  one batch element holding each distinct completion once, up to ``method.max_group_size`` completions, and
+  every pair in the group is a comparison between two of its scores. K completions ranked by a labeller
+  arrive as their K(K−1)/2 pairs (``toy-paired`` with ``samples_per_prompt``) and cost K forward passes, not
+  K(K−1); and a sample's pairs land in one gradient step instead of K−1 shuffled ones, which is what let
+  InstructGPT's reward model stop overfitting. The loss is the mean over a group's pairs, averaged over the
+  groups (each prompt weighs the same). Data with one pair per prompt gives groups of one pair: TRL's
+  RewardTrainer exactly. ``per_device_train_batch_size`` counts groups.
+* Held-out pairs: ``data.eval`` when given, else the pairs of a seeded 10% of ``data.train``'s distinct
+  prompts (no held-out prompt is trained on; the training rows keep their order). After training they are
   scored through `RewardModelScorer.from_pretrained(output_dir)`, the code path users run, and the result goes
   to ``output_dir/eval.json`` (keys documented on `write_evaluation`). The recipe's `evaluation:` section
   (gold evaluation of a sampling policy) does not apply to a reward model and is ignored.
 * Logged metrics (train, and ``eval_`` prefixed when ``training.eval_strategy`` is set): ``loss``;
   ``rewards/chosen``, ``rewards/rejected`` (mean scores); ``rewards/margins`` (mean r_w − r_l);
   ``rewards/accuracies`` (fraction of pairs with r_w > r_l).
-* The loss is a mean over the micro-batch's pairs; the Trainer divides by the accumulation steps.
+* The Trainer divides the loss by the accumulation steps.
 """
 
 from __future__ import annotations
@@ -94,39 +102,95 @@ def tokenize_pairs(pairs, tokenizer, *, max_length: int, num_proc: int = 1):
 
 
 def split_heldout(recipe: Recipe, tokenizer):
-    """(train pairs, held-out pairs, the DatasetSpec the held-out pairs came from)."""
+    """(train pairs, held-out pairs, the DatasetSpec the held-out pairs came from).
+
+    Without ``data.eval`` the held-out pairs are those of a seeded `HELDOUT_FRACTION` of the distinct
+    prompts: a held-out prompt with training pairs would measure memory, not generalisation. Training rows
+    keep their order, which `group_comparisons` relies on.
+    """
+    import random
+
     train = load_pairs(recipe, tokenizer)
     if recipe.data.eval is not None:
         return train, load_pairs(recipe, tokenizer, "eval"), recipe.data.eval
-    if len(train) < 2:
-        raise DataError("data.train: need at least 2 pairs to hold some out (or set data.eval)")
-    parts = train.train_test_split(test_size=HELDOUT_FRACTION, seed=int(recipe.training.get("seed", 0)))
-    return parts["train"], parts["test"], recipe.data.train
+    prompts = sorted(set(train["prompt"]))
+    if len(prompts) < 2:
+        raise DataError(
+            f"data.train: need pairs on at least 2 distinct prompts to hold some out, got {len(prompts)} "
+            "(or set data.eval)"
+        )
+    random.Random(int(recipe.training.get("seed", 0))).shuffle(prompts)
+    held = set(prompts[: math.ceil(HELDOUT_FRACTION * len(prompts))])
+    is_held = [p in held for p in train["prompt"]]
+    return (
+        train.select([i for i, h in enumerate(is_held) if not h]),
+        train.select([i for i, h in enumerate(is_held) if h]),
+        recipe.data.train,
+    )
 
 
-class PairCollator:
-    """Rows with chosen/rejected ids -> ``input_ids``/``attention_mask`` (2B, T): B chosen then B rejected,
-    right-padded with `pad_token_id` (the scorer's layout)."""
+def group_comparisons(pairs, max_group_size: int):
+    """Tokenized pairs -> comparison groups: columns ``input_ids`` (the group's distinct sequences) and
+    ``pairs`` ([chosen, rejected] indices into them).
+
+    Consecutive rows with the same prompt share a group while it holds at most `max_group_size` distinct
+    sequences; a pair that would overflow it starts the next group. Only consecutive rows merge, so a
+    shuffled dataset simply gives one pair per group.
+    """
+    from datasets import Dataset
+
+    groups: dict[str, list] = {"input_ids": [], "pairs": []}
+    prompt_of_group, index = None, {}
+    for prompt, chosen, rejected in zip(pairs["prompt"], pairs["chosen_input_ids"], pairs["rejected_input_ids"]):
+        keys = (tuple(chosen), tuple(rejected))
+        new = set(keys) - index.keys()
+        if prompt != prompt_of_group or len(index) + len(new) > max_group_size:
+            prompt_of_group, index = prompt, {}
+            groups["input_ids"].append([])
+            groups["pairs"].append([])
+        for key in keys:
+            if key not in index:
+                index[key] = len(index)
+                groups["input_ids"][-1].append(list(key))
+        groups["pairs"][-1].append([index[keys[0]], index[keys[1]]])
+    return Dataset.from_dict(groups)
+
+
+class ComparisonCollator:
+    """Comparison groups -> ``input_ids``/``attention_mask`` (N, T), every group's sequences in turn,
+    right-padded with `pad_token_id` (the scorer's layout); ``pair_index`` (P, 2) rows of those N for each
+    pair's chosen and rejected; ``pair_group`` (P,) the group each pair belongs to."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        seqs = [row[f"{c}_input_ids"] for c in COLUMNS for row in rows]
+    def __call__(self, groups: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        seqs, pair_index, pair_group = [], [], []
+        for g, group in enumerate(groups):
+            offset = len(seqs)
+            pair_index += [[offset + chosen, offset + rejected] for chosen, rejected in group["pairs"]]
+            pair_group += [g] * len(group["pairs"])
+            seqs += group["input_ids"]
         width = max(len(s) for s in seqs)
         input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
             input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
             attention_mask[i, : len(s)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "pair_index": torch.tensor(pair_index, dtype=torch.long),
+            "pair_group": torch.tensor(pair_group, dtype=torch.long),
+        }
 
 
 # --------------------------------------------------------------------------------------------- trainer
 
 
 class RewardModelTrainer(Trainer):
-    """`transformers.Trainer` whose step is the Bradley–Terry loss on one forward of chosen+rejected."""
+    """`transformers.Trainer` whose step is the Bradley–Terry loss over comparison groups, one forward pass
+    scoring every distinct sequence of the micro-batch."""
 
     def __init__(self, *args: Any, center_rewards_coefficient: float | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -138,13 +202,15 @@ class RewardModelTrainer(Trainer):
         }
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logits = model(
+        scores = model(
             input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
-        ).logits
-        chosen, rejected = logits[:, 0].chunk(2)  # (B,), (B,)
-        loss = bradley_terry_loss(
-            chosen, rejected, center_rewards_coefficient=self.center_rewards_coefficient
-        ).mean()
+        ).logits[:, 0]  # (N,)
+        pair_index, pair_group = inputs["pair_index"], inputs["pair_group"]
+        chosen, rejected = scores[pair_index[:, 0]], scores[pair_index[:, 1]]  # (P,), (P,)
+        losses = bradley_terry_loss(chosen, rejected, center_rewards_coefficient=self.center_rewards_coefficient)
+        num_groups = int(pair_group.max()) + 1
+        pairs_per_group = torch.bincount(pair_group, minlength=num_groups).to(losses.dtype)
+        loss = (losses.new_zeros(num_groups).index_add(0, pair_group, losses) / pairs_per_group).mean()
         metrics = {
             "rewards/chosen": chosen.mean(),
             "rewards/rejected": rejected.mean(),
@@ -246,17 +312,28 @@ def write_evaluation(recipe: Recipe, heldout, heldout_spec, summary: dict[str, A
 # --------------------------------------------------------------------------------------------- run
 
 
-def print_dry_run(recipe: Recipe, train, heldout, dropped: dict[str, int]) -> None:
+def print_dry_run(recipe: Recipe, train, heldout, train_groups, dropped: dict[str, int]) -> None:
     from alignment.data.tokenize import length_stats
 
     print("# resolved recipe\n" + dump_recipe(recipe))
     print(f"# reward-model data: {len(train)} training pairs, {len(heldout)} held-out pairs")
+    print(f"  {group_summary(train_groups)}")
     for name, ds in (("train", train), ("heldout", heldout)):
         for c in COLUMNS:
             lengths = torch.tensor([len(ids) for ids in ds[f"{c}_input_ids"]]).numpy()
             print(f"  {name} {c}_tokens: {length_stats(lengths)}")
     print(f"# dropped over data.max_length={recipe.data.max_length}: {dropped}")
     print("dry run: recipe and data are valid; nothing was trained.")
+
+
+def group_summary(groups) -> str:
+    """One line: how many comparison groups, and the forward passes they save against one pair per group."""
+    sequences = sum(len(ids) for ids in groups["input_ids"])
+    pairs = sum(len(p) for p in groups["pairs"])
+    return (
+        f"{pairs} pairs in {len(groups)} comparison groups, {sequences} distinct sequences "
+        f"({sequences / max(1, 2 * pairs):.2f} of the forward passes of one pair per group)"
+    )
 
 
 def run_reward_model(recipe: Recipe, *, dry_run: bool = False) -> int:
@@ -273,9 +350,13 @@ def run_reward_model(recipe: Recipe, *, dry_run: bool = False) -> int:
     length = {"max_length": recipe.data.max_length, "num_proc": recipe.data.num_proc}
     train, dropped_train = tokenize_pairs(train_pairs, tokenizer, **length)
     heldout, dropped_heldout = tokenize_pairs(heldout_pairs, tokenizer, **length)
+    max_group_size = recipe.method.params.max_group_size
+    train_groups = group_comparisons(train, max_group_size)
     if dry_run:
-        print_dry_run(recipe, train, heldout, {"train": dropped_train, "heldout": dropped_heldout})
+        dropped = {"train": dropped_train, "heldout": dropped_heldout}
+        print_dry_run(recipe, train, heldout, train_groups, dropped)
         return 0
+    logger.info("reward-model training data: %s", group_summary(train_groups))
     save_recipe(recipe, recipe.output_dir)
     started = time.time()
     seed = int(recipe.training.get("seed", 0))
@@ -289,9 +370,9 @@ def run_reward_model(recipe: Recipe, *, dry_run: bool = False) -> int:
     trainer = RewardModelTrainer(
         model=model,
         args=to_training_arguments(recipe),
-        train_dataset=train,
-        eval_dataset=heldout,
-        data_collator=PairCollator(tokenizer.pad_token_id),
+        train_dataset=train_groups,
+        eval_dataset=group_comparisons(heldout, max_group_size),
+        data_collator=ComparisonCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
         center_rewards_coefficient=recipe.method.params.center_rewards_coefficient,
     )
@@ -304,6 +385,7 @@ def run_reward_model(recipe: Recipe, *, dry_run: bool = False) -> int:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {
         "num_train": len(train),
+        "num_train_groups": len(train_groups),
         "dropped_over_max_length": dropped_train + dropped_heldout,
         "steps": trainer.state.global_step,
         "train_loss_last": losses[-1] if losses else None,

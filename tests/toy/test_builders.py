@@ -30,6 +30,21 @@ def test_paired_columns_noiseless_labels_and_cache():
     assert time.perf_counter() - t < 2.0 and again.to_dict() == ds.to_dict()
 
 
+def test_paired_samples_per_prompt_gives_every_pair_of_each_draw_in_consecutive_rows():
+    """k = 4: each drawn prompt contributes its 6 pairs in a row, over exactly 4 distinct samples (duplicate
+    texts aside); n = 15 cuts the third draw to 3 pairs; labels stay noiseless; k = 1 is refused."""
+    ds = TOY_BUILDERS["toy-paired"](split="train", seed=3, n=15, samples_per_prompt=4)
+    assert len(ds) == 15
+    for start in (0, 6):
+        rows = ds.select(range(start, start + 6))
+        assert len(set(rows["prompt"])) == 1
+        assert len(set(rows["chosen"]) | set(rows["rejected"])) <= 4
+    assert len(set(ds.select(range(12, 15))["prompt"])) == 1
+    assert (gold_reward(ds["prompt"], ds["chosen"]) >= gold_reward(ds["prompt"], ds["rejected"])).all()
+    with pytest.raises(DataError, match="samples_per_prompt must be >= 2"):
+        TOY_BUILDERS["toy-paired"](n=4, samples_per_prompt=1)
+
+
 def test_paired_high_temperature_is_a_coin():
     ds = TOY_BUILDERS["toy-paired"](split="train", seed=1, n=300, temperature=1e6)
     rc, rr = gold_reward(ds["prompt"], ds["chosen"]), gold_reward(ds["prompt"], ds["rejected"])

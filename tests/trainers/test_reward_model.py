@@ -49,46 +49,68 @@ def test_bradley_terry_gradient():
 # --------------------------------------------------------------------------------------------- the step
 
 
-def test_trainer_loss_on_hand_made_batch_equals_minus_log_sigmoid(tiny_model_dir, tiny_tokenizer, tmp_path):
-    """RewardModelTrainer.compute_loss on a collated batch = mean −log σ(r_w − r_l), the rewards being the
-    logits RewardModelScorer gives the same texts (so training and scoring tokenize alike)."""
+def test_group_comparisons_merges_consecutive_same_prompt_pairs_up_to_the_size_cap():
+    """Rows 0-2: one prompt, completions a,b,c in 3 pairs -> one group of 3 sequences; row 3 repeats the prompt
+    with a new completion d but the cap (3) is full -> a new group; row 4 is another prompt; row 5 returns to
+    the first prompt but is not consecutive with it -> its own group; row 6 has chosen == rejected."""
+    from datasets import Dataset
+
+    from alignment.trainers.reward_model import group_comparisons
+
+    a, b, c, d, e = [1, 2], [1, 3], [1, 4, 5], [1, 6], [7]
+    rows = [("p", a, b), ("p", a, c), ("p", c, b), ("p", d, a), ("q", e, a), ("p", a, b), ("q", e, e)]
+    pairs = Dataset.from_dict(
+        {
+            "prompt": [r[0] for r in rows],
+            "chosen_input_ids": [r[1] for r in rows],
+            "rejected_input_ids": [r[2] for r in rows],
+        }
+    )
+    groups = group_comparisons(pairs, max_group_size=3)
+    assert groups["input_ids"] == [[a, b, c], [d, a], [e, a], [a, b], [e]]
+    assert groups["pairs"] == [[[0, 1], [0, 2], [2, 1]], [[0, 1]], [[0, 1]], [[0, 1]], [[0, 0]]]
+    assert group_comparisons(pairs, max_group_size=2)["pairs"][:3] == [[[0, 1]], [[0, 1]], [[0, 1]]]
+
+
+def test_trainer_loss_on_hand_made_groups_equals_per_group_mean_of_minus_log_sigmoid(
+    tiny_model_dir, tiny_tokenizer, tmp_path
+):
+    """RewardModelTrainer.compute_loss on two collated groups (3 completions with 3 pairs, and one pair) =
+    mean over groups of the mean −log σ(r_w − r_l) of their pairs, the rewards being the logits
+    RewardModelScorer gives the same texts (so training and scoring tokenize alike)."""
     from transformers import TrainingArguments
 
     from alignment.models import load_reward_model
     from alignment.rewards.model import RewardModelScorer
-    from alignment.trainers.reward_model import PairCollator, RewardModelTrainer
+    from alignment.trainers.reward_model import ComparisonCollator, RewardModelTrainer
 
     torch.manual_seed(0)
     model = load_reward_model(str(tiny_model_dir)).eval()
     model.config.pad_token_id = tiny_tokenizer.pad_token_id
     eos = tiny_tokenizer.eos_token
-    prompts = ["the cat", "a big dog runs to"]
-    chosen = [" likes a tree.", " the river."]
-    rejected = [" bad.", " no no no no thanks."]
-    rows = [
-        {
-            "chosen_input_ids": tiny_tokenizer(p + c + eos)["input_ids"],
-            "rejected_input_ids": tiny_tokenizer(p + r + eos)["input_ids"],
-        }
-        for p, c, r in zip(prompts, chosen, rejected)
+    texts = {
+        "the cat": [" likes a tree.", " bad.", " sat on the mat today."],
+        "a big dog runs to": [" the river.", " no no no no thanks."],
+    }
+    groups = [
+        {"input_ids": [tiny_tokenizer(p + t + eos)["input_ids"] for t in ts], "pairs": pairs}
+        for (p, ts), pairs in zip(texts.items(), ([[0, 1], [2, 1], [0, 2]], [[0, 1]]))
     ]
-    batch = PairCollator(tiny_tokenizer.pad_token_id)(rows)
-    first_chosen, first_rejected = rows[0]["chosen_input_ids"], rows[0]["rejected_input_ids"]
-    assert batch["input_ids"].shape[0] == 4  # B chosen rows, then B rejected rows
-    assert batch["input_ids"][0, : len(first_chosen)].tolist() == first_chosen
-    assert batch["input_ids"][2, : len(first_rejected)].tolist() == first_rejected
+    batch = ComparisonCollator(tiny_tokenizer.pad_token_id)(groups)
+    assert batch["input_ids"].shape[0] == 5  # every group's sequences in turn
+    assert batch["input_ids"][3, : len(groups[1]["input_ids"][0])].tolist() == groups[1]["input_ids"][0]
+    assert batch["pair_index"].tolist() == [[0, 1], [2, 1], [0, 2], [3, 4]]
+    assert batch["pair_group"].tolist() == [0, 0, 0, 1]
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    trainer = RewardModelTrainer(
-        model=model, args=args, data_collator=PairCollator(tiny_tokenizer.pad_token_id)
-    )
+    trainer = RewardModelTrainer(model=model, args=args, data_collator=ComparisonCollator(0))
     with torch.no_grad():
         loss = trainer.compute_loss(model, batch)
 
     scorer = RewardModelScorer(model, tiny_tokenizer)
-    r_w = scorer.score(prompts, chosen)
-    r_l = scorer.score(prompts, rejected)
-    want = -torch.log(torch.sigmoid(r_w - r_l)).mean()
-    torch.testing.assert_close(loss.double(), want, rtol=0, atol=1e-5)
+    r = {p: scorer.score([p] * len(ts), ts) for p, ts in texts.items()}
+    first = -torch.log(torch.sigmoid(r["the cat"][[0, 2, 0]] - r["the cat"][[1, 1, 2]])).mean()
+    second = -torch.log(torch.sigmoid(r["a big dog runs to"][0] - r["a big dog runs to"][1]))
+    torch.testing.assert_close(loss.double(), (first + second) / 2, rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------- a run
@@ -148,13 +170,29 @@ def test_run_writes_a_model_the_scorer_loads(tiny_model_dir, tmp_path, toy_paire
     result = json.loads((out / "eval.json").read_text())
     for key in ("heldout_accuracy", "num_heldout", "ceiling", "gold_accuracy", "label_temperature"):
         assert key in result
-    assert result["num_heldout"] == 5  # 10% of 48, rounded up by datasets
+    assert result["num_heldout"] == 5  # the pairs of 10% of the 48 distinct prompts, rounded up
     assert 0.0 <= result["heldout_accuracy"] <= 1.0
     assert 0.5 <= result["ceiling"] <= 1.0 and 0.0 <= result["gold_accuracy"] <= 1.0
     assert result["label_temperature"] == 0.5 and result["steps"] == 3
     scores = RewardModelScorer.from_pretrained(str(out)).score(["the cat"], [" likes a tree."])
     assert scores.shape == (1,) and torch.isfinite(scores).all()
     assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_heldout_split_is_by_prompt_and_keeps_the_training_order(tiny_model_dir, tmp_path, toy_paired):
+    """Without data.eval: no held-out prompt has a training pair, and training rows stay in data order (the
+    comparison groups are built from consecutive rows)."""
+    from alignment.models import load_tokenizer
+    from alignment.trainers.reward_model import load_pairs, split_heldout
+
+    recipe = tiny_recipe(tiny_model_dir, tmp_path / "rm")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    train, heldout, _ = split_heldout(recipe, tokenizer)
+    assert len(heldout) > 0 and not set(train["prompt"]) & set(heldout["prompt"])
+    everything = load_pairs(recipe, tokenizer)
+    assert len(train) + len(heldout) == len(everything)
+    held = set(heldout["prompt"])
+    assert train["chosen"] == [row["chosen"] for row in everything if row["prompt"] not in held]
 
 
 def test_dry_run_stops_before_the_model(tiny_model_dir, tmp_path, toy_paired, capsys):
@@ -165,6 +203,7 @@ def test_dry_run_stops_before_the_model(tiny_model_dir, tmp_path, toy_paired, ca
     assert run_reward_model(tiny_recipe(tiny_model_dir, out, **eval_spec), dry_run=True) == 0
     text = capsys.readouterr().out
     assert "48 training pairs, 16 held-out pairs" in text and "dry run" in text
+    assert "48 pairs in 48 comparison groups" in text  # corpus_paired: one pair per prompt draw
     assert not out.exists()
 
 
