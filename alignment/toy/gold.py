@@ -68,43 +68,51 @@ _CUES = {name: frozenset(f.cues) for name, f in FAMILIES.items()}
 _INSULT_RE = re.compile(r"\b(?:" + "|".join(INSULTS) + r")\b", re.IGNORECASE)
 
 
-def _score_one(prompt: str, completion: str) -> float:
+TERMS = (
+    "on_topic", "off_topic", "positive", "cue", "negative", "insult", "repetition", "repeated_phrase", "stuffing",
+    "too_long", "too_short", "sentence_end",
+)
+
+
+def gold_terms(prompt: str, completion: str) -> dict[str, float]:
+    """Each term of the module table (keys `TERMS`, in table order) for one pair; 0.0 where it does not apply.
+
+    `gold_reward` is their sum. Separately they say which part of the judge a proxy has learned (see the
+    reward-model evaluation's ``accuracy_by_term``).
+    """
     family, topic = parse_prompt(prompt)
     text = completion.lower()
     words = _WORD.findall(text)
     counts = Counter(words)
-    r = 0.0
-    # content
-    if topic is not None and topic in counts:
-        r += W_ON_TOPIC
-    elif any(w in TOPICS for w in counts):
-        r += W_OFF_TOPIC
-    r += W_POSITIVE * min(CAP_POSITIVE, len(_POS.intersection(counts)))
-    if family is not None:
-        r += W_CUE * min(CAP_CUE, len(_CUES[family].intersection(counts)))
+    on_topic = topic is not None and topic in counts
+    off_topic = not on_topic and any(w in TOPICS for w in counts)
     n_neg = len(_NEG.intersection(counts)) + sum(p in text for p in UNHELPFUL_PHRASES)
-    r += W_NEGATIVE * min(CAP_NEGATIVE, n_neg)
-    r += W_INSULT * min(CAP_INSULT, sum(counts[w] for w in _INS.intersection(counts)))
-    # degenerate form
     extra = sum(c - MAX_USES for w, c in counts.items() if c > MAX_USES and w not in STOPWORDS)
-    r += W_REPEAT * min(CAP_REPEAT, extra)
     trigrams = list(zip(words, words[1:], words[2:]))
-    r += W_PHRASE * min(CAP_PHRASE, len(trigrams) - len(set(trigrams)))
     n_key = sum(c for w, c in counts.items() if w in TOPICS or w in _POS)
-    if len(words) >= STUFF_MIN_WORDS and n_key > STUFF_FRACTION * len(words):
-        r += W_STUFF
-    r += W_LONG * max(0, len(words) - MAX_WORDS)
-    if len(words) < MIN_WORDS:
-        r += W_SHORT
-    r += W_END if completion.rstrip().endswith((".", "!", "?")) else -W_END
-    return r
+    return {
+        "on_topic": W_ON_TOPIC if on_topic else 0.0,
+        "off_topic": W_OFF_TOPIC if off_topic else 0.0,
+        "positive": W_POSITIVE * min(CAP_POSITIVE, len(_POS.intersection(counts))),
+        "cue": W_CUE * min(CAP_CUE, len(_CUES[family].intersection(counts))) if family is not None else 0.0,
+        "negative": W_NEGATIVE * min(CAP_NEGATIVE, n_neg),
+        "insult": W_INSULT * min(CAP_INSULT, sum(counts[w] for w in _INS.intersection(counts))),
+        "repetition": W_REPEAT * min(CAP_REPEAT, extra),
+        "repeated_phrase": W_PHRASE * min(CAP_PHRASE, len(trigrams) - len(set(trigrams))),
+        "stuffing": W_STUFF if len(words) >= STUFF_MIN_WORDS and n_key > STUFF_FRACTION * len(words) else 0.0,
+        "too_long": W_LONG * max(0, len(words) - MAX_WORDS),
+        "too_short": W_SHORT if len(words) < MIN_WORDS else 0.0,
+        "sentence_end": W_END if completion.rstrip().endswith((".", "!", "?")) else -W_END,
+    }
 
 
 def gold_reward(prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
     """Gold reward per pair, shape (B,), float64; a pure function of the texts (see the module table)."""
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-    return torch.tensor([_score_one(p, c) for p, c in zip(prompts, completions)], dtype=torch.float64)
+    return torch.tensor(
+        [sum(gold_terms(p, c).values()) for p, c in zip(prompts, completions)], dtype=torch.float64
+    )
 
 
 def is_harmful(completions: Sequence[str]) -> torch.Tensor:

@@ -7,7 +7,7 @@ import random
 import torch
 
 from alignment.toy.corpus import sample_corpus
-from alignment.toy.gold import gold_reward, is_harmful
+from alignment.toy.gold import TERMS, gold_reward, gold_terms, is_harmful
 
 P = "Review of the lamp:"
 
@@ -19,6 +19,19 @@ def g(completion: str, prompt: str = P) -> float:
 def test_hand_computed_value():
     """on_topic 1.5 + positive {great, sturdy} 1.0 + cue {recommend} 0.5 + sentence end 0.5 = 3.5 (10 words)."""
     assert g(" The lamp is great and sturdy. I would recommend it.") == 3.5
+
+
+def test_terms_by_hand_and_their_sum_is_the_reward():
+    """Off-topic kettle (-1.0), positive {great} 0.5, 'great' 3 times is 1 use beyond 2 (-0.75), 4 of 6 words
+    are keywords (stuffing -2.0), no end (-0.5); over 300 corpus pairs the terms sum to gold_reward exactly."""
+    terms = gold_terms(P, " The kettle is great great great")
+    assert list(terms) == list(TERMS)
+    nonzero = {k: v for k, v in terms.items() if v}
+    want = {"off_topic": -1.0, "positive": 0.5, "repetition": -0.75, "stuffing": -2.0, "sentence_end": -0.5}
+    assert nonzero == want
+    pairs = sample_corpus(300, seed=4)
+    sums = torch.tensor([sum(gold_terms(p, c).values()) for p, c in pairs], dtype=torch.float64)
+    torch.testing.assert_close(sums, gold_reward(*zip(*pairs)), rtol=0, atol=0)
 
 
 def test_on_topic_beats_off_topic():

@@ -170,6 +170,9 @@ def test_run_writes_a_model_the_scorer_loads(tiny_model_dir, tmp_path, toy_paire
     result = json.loads((out / "eval.json").read_text())
     for key in ("heldout_accuracy", "num_heldout", "ceiling", "gold_accuracy", "label_temperature"):
         assert key in result
+    assert result["accuracy_by_term"] and all(
+        0 <= v["accuracy"] <= 1 for v in result["accuracy_by_term"].values()
+    )
     assert result["num_heldout"] == 5  # the pairs of 10% of the 48 distinct prompts, rounded up
     assert 0.0 <= result["heldout_accuracy"] <= 1.0
     assert 0.5 <= result["ceiling"] <= 1.0 and 0.0 <= result["gold_accuracy"] <= 1.0
@@ -205,6 +208,28 @@ def test_dry_run_stops_before_the_model(tiny_model_dir, tmp_path, toy_paired, ca
     assert "48 training pairs, 16 held-out pairs" in text and "dry run" in text
     assert "48 pairs in 48 comparison groups" in text  # corpus_paired: one pair per prompt draw
     assert not out.exists()
+
+
+def test_accuracy_by_gold_term_counts_only_pairs_where_the_term_differs():
+    """Pair 0 differs in on/off topic and the model agrees; pair 1 differs in sentence_end (and topic
+    presence: neither has the lamp) and the model disagrees; pair 2 is a gold tie and is left out."""
+    from alignment.trainers.reward_model import accuracy_by_gold_term
+
+    prompts = ["Review of the lamp:"] * 3
+    chosen = [" The lamp is nice.", " It is fine.", " It is fine."]
+    rejected = [" The kettle is nice.", " It is fine", " It is fine."]
+    got = accuracy_by_gold_term(
+        prompts,
+        chosen,
+        rejected,
+        agrees_with_gold=torch.tensor([True, False, True]),
+        decided=torch.tensor([True, True, False]),
+    )
+    assert got == {
+        "on_topic": {"accuracy": 1.0, "pairs": 1},
+        "off_topic": {"accuracy": 1.0, "pairs": 1},
+        "sentence_end": {"accuracy": 0.0, "pairs": 1},
+    }
 
 
 def test_label_ceiling():
