@@ -13,9 +13,9 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-def closest(name: str, choices: list[str]) -> str | None:
+def closest(name: str, choices: list[str], *, cutoff: float = 0.5) -> str | None:
     """The choice most similar to `name`, or None when nothing is reasonably close."""
-    hits = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    hits = difflib.get_close_matches(name, choices, n=1, cutoff=cutoff)
     return hits[0] if hits else None
 
 

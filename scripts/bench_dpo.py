@@ -50,11 +50,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from alignment.models import MODEL_ALIASES
 from alignment.toy.scaled import save_scaled_model
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-TOY = ROOT / "alignment" / "toy" / "assets" / "base"
+TOY = MODEL_ALIASES["toy-base"]
 CONTENDERS = ("ours", "ours-cold", "trl", "trl-precomp")
 MAX_LENGTH = 256
 MAX_PROMPT_LENGTH = 128

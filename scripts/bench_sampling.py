@@ -20,21 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from alignment.models import MODEL_ALIASES
+from alignment.toy.corpus import sample_prompts
 from alignment.toy.scaled import save_scaled_model
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-TOY = ROOT / "alignment" / "toy" / "assets" / "base"
-
-
-def bench_prompts(count: int) -> list[str]:
-    try:
-        from alignment.toy.corpus import sample_prompts
-
-        return sample_prompts(count, seed=0, split="eval")
-    except Exception:  # no toy corpus: short synthetic prompts
-        words = "the cat sees a red tree and then answers the question please".split()
-        return [" ".join(words[(i + j) % len(words)] for j in range(3 + i % 5)) for i in range(count)]
+TOY = MODEL_ALIASES["toy-base"]
 
 
 class LengthReward:
@@ -62,7 +53,7 @@ def worker(model_dir: str, args) -> dict:
     samplers["transformers"] = TransformersSampler(
         model, tokenizer, batch_size=args.batch_size, progress=False
     )
-    prompts = bench_prompts(args.prompts)
+    prompts = sample_prompts(args.prompts, seed=0, split="eval")
     params = SamplingParams(max_new_tokens=args.max_new_tokens, seed=0)
     rates: dict[str, list[float]] = {k: [] for k in samplers}
     for rep in range(args.reps + 1):  # rep 0 is warm-up

@@ -36,6 +36,9 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "prompts": ("prompt",),
 }
 COMPLETION_COLUMNS = ("chosen", "rejected", "completion")  # must not be empty
+FORMAT_COMPLETIONS: dict[str, tuple[str, ...]] = {  # each format's completion columns, in column order
+    fmt: tuple(c for c in columns if c in COMPLETION_COLUMNS) for fmt, columns in FORMATS.items()
+}
 ROLES = ("system", "user", "assistant", "tool")
 CONVERSIONS: dict[tuple[str, str], str] = {
     ("paired", "unpaired"): "each pair became a desirable chosen row and an undesirable rejected row",

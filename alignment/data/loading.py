@@ -13,7 +13,6 @@ A dataset spec (``alignment.recipe.schema.DatasetSpec``; any object with these a
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import json
@@ -25,7 +24,7 @@ from typing import Any
 import datasets
 
 from alignment.errors import DataError
-from alignment.registry import Registry, unknown_name_message
+from alignment.registry import Registry, closest, unknown_name_message
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +174,7 @@ def _first_rows(ds: datasets.Dataset, num_samples: int | None, *, name: str, key
 
 
 def closest_builder(name: str, *, cutoff: float = 0.5) -> str | None:
-    hits = difflib.get_close_matches(name, DATASET_BUILDERS.names(), n=1, cutoff=cutoff)
-    return hits[0] if hits else None
+    return closest(name, DATASET_BUILDERS.names(), cutoff=cutoff)
 
 
 def _builder_names() -> str:

@@ -21,17 +21,11 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets import Dataset
 
-from alignment.data.formats import is_conversational_dataset
+from alignment.data.formats import FORMAT_COMPLETIONS, is_conversational_dataset
 from alignment.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-COMPLETIONS: dict[str, tuple[str, ...]] = {
-    "paired": ("chosen", "rejected"),
-    "unpaired": ("completion",),
-    "negatives": ("rejected",),
-    "prompts": (),
-}
 _FLAGS = ("_prompt_cut", "_completions_cut", "_dropped")
 
 
@@ -152,12 +146,12 @@ def tokenize_dataset(
     paired, completion for unpaired, rejected for negatives); text columns (rendered) and ``label`` stay.
     """
     eos = tokenizer.eos_token_id
-    if eos is None and COMPLETIONS[fmt]:
+    if eos is None and FORMAT_COMPLETIONS[fmt]:
         raise DataError(
             "the tokenizer has no eos_token; completions end with EOS, so set one on the tokenizer"
         )
     ds = render_chat(ds, fmt, tokenizer, chat_template=chat_template, num_proc=num_proc)
-    columns = COMPLETIONS[fmt]
+    columns = FORMAT_COMPLETIONS[fmt]
 
     def tokenize(batch: dict) -> dict:
         prompts = tokenizer(batch["prompt"])["input_ids"]
@@ -223,7 +217,7 @@ def dataset_statistics(tokenized: Dataset, fmt: str) -> dict:
         return pc.list_value_length(table[column]).to_numpy(zero_copy_only=False)
 
     stats["prompt_tokens"] = length_stats(lengths("prompt_input_ids"))
-    columns = COMPLETIONS[fmt]
+    columns = FORMAT_COMPLETIONS[fmt]
     if columns:
         per_column = {c: lengths(f"{c}_input_ids") for c in columns}
         stats["completion_tokens"] = length_stats(np.concatenate(list(per_column.values())))

@@ -11,8 +11,8 @@ from alignment.eval.run import eval_prompts, harmful_fn_for
 def main(argv: list[str]) -> int:
     """`alignment eval MODEL [--reference REF] [--output-dir DIR] ...`: evaluate any saved model."""
     from alignment.models import load_causal_lm, load_tokenizer
-    from alignment.recipe.schema import DatasetSpec, RewardConfig
-    from alignment.rewards.base import build_reward
+    from alignment.recipe.schema import DatasetSpec
+    from alignment.rewards.base import build_reward, reward_config_from_cli
 
     parser = argparse.ArgumentParser(prog="alignment eval", description=main.__doc__)
     parser.add_argument("model", help="model directory, alias (toy-base) or hub id")
@@ -30,11 +30,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--best-of-n", type=int, nargs="*", default=[])
     parser.add_argument("--reward", default="gold", help="gold, or module:function")
     args = parser.parse_args(argv)
-    reward_config = (
-        RewardConfig(kind="gold")
-        if args.reward == "gold"
-        else RewardConfig(kind="function", function=args.reward)
-    )
+    reward_config = reward_config_from_cli(args.reward)
     reward = build_reward(reward_config)
     tokenizer = load_tokenizer(args.model)
     settings = EvalSettings(
@@ -45,7 +41,7 @@ def main(argv: list[str]) -> int:
         seed=args.seed,
         best_of_n=args.best_of_n,
     )
-    prompts = eval_prompts(DatasetSpec(name=args.prompts, split=args.split), args.seed)
+    prompts = eval_prompts(DatasetSpec(name=args.prompts, split=args.split), args.seed, key="--prompts")
     result = evaluate(
         load_causal_lm(args.model),
         load_causal_lm(args.reference),

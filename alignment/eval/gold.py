@@ -17,16 +17,16 @@ independent sample sets: win rate ≈ 0.5 and KL = 0 (tested).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from alignment.files import write_json_atomic
 from alignment.policy.batching import build_padded_batch
 from alignment.policy.logps import completion_logits, gather_logps, sequence_kl, sum_per_sequence
 from alignment.rewards.base import Reward
@@ -45,6 +45,11 @@ class EvalSettings:
     seed: int = 1234
     best_of_n: Sequence[int] = ()
     batch_size: int = 64
+
+    @classmethod
+    def from_config(cls, evaluation) -> EvalSettings:
+        """From a recipe's `evaluation:` section: every field the two share."""
+        return cls(**{f.name: getattr(evaluation, f.name) for f in fields(cls) if hasattr(evaluation, f.name)})
 
     def __post_init__(self) -> None:
         # best-of-N needs at least N samples per prompt from each model
@@ -143,11 +148,8 @@ def evaluate(
         )
     finally:
         policy.train(was_training)
-    pol_texts = [t for per in policy_out.texts for t in per]
-    ref_texts = [t for per in ref_out.texts for t in per]
-    flat_prompts = [p for p in prompts for _ in range(n)]
-    pol_rewards = reward.score(flat_prompts, pol_texts).double().view(len(prompts), n)
-    ref_rewards = reward.score(flat_prompts, ref_texts).double().view(len(prompts), n)
+    pol_texts, ref_texts = policy_out.flat_texts(), ref_out.flat_texts()
+    pol_rewards, ref_rewards = policy_out.score(reward), ref_out.score(reward)
     lengths = torch.tensor([len(ids) for per in policy_out.token_ids for ids in per], dtype=torch.float64)
     ref_lengths = torch.tensor([len(ids) for per in ref_out.token_ids for ids in per], dtype=torch.float64)
     result: dict[str, Any] = {
@@ -185,9 +187,7 @@ def write_eval(result: dict[str, Any], output_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pol, ref = result.pop("_rewards", ([], []))
     path = out / "eval.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)
+    write_json_atomic(path, result)
     if pol:
         import matplotlib
 

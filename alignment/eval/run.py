@@ -10,13 +10,12 @@ from alignment.eval.gold import EvalSettings, evaluate, write_eval
 logger = logging.getLogger(__name__)
 
 
-def eval_prompts(spec, seed: int) -> list[str]:
+def eval_prompts(spec, seed: int, *, key: str = "evaluation.prompts") -> list[str]:
+    """The distinct prompts of a prompt dataset spec, in order; errors name `key` (recipe path or flag)."""
     from alignment.data.formats import prepare_for_method
     from alignment.data.loading import load_dataset_spec
 
-    dataset, _ = prepare_for_method(
-        load_dataset_spec(spec, seed=seed), ("prompts",), source="evaluation.prompts"
-    )
+    dataset, _ = prepare_for_method(load_dataset_spec(spec, seed=seed, key=key), ("prompts",), source=key)
     return list(dict.fromkeys(dataset["prompt"]))
 
 
@@ -26,17 +25,6 @@ def harmful_fn_for(reward_kind: str):
     from alignment.toy.gold import is_harmful
 
     return is_harmful
-
-
-def settings_from_recipe(evaluation) -> EvalSettings:
-    return EvalSettings(
-        num_prompts=evaluation.num_prompts,
-        samples_per_prompt=evaluation.samples_per_prompt,
-        max_new_tokens=evaluation.max_new_tokens,
-        temperature=evaluation.temperature,
-        seed=evaluation.seed,
-        best_of_n=evaluation.best_of_n,
-    )
 
 
 def load_saved_policy(recipe, *, uses_adapter: bool):
@@ -90,7 +78,7 @@ def evaluate_recipe_model(recipe, model, tokenizer, *, uses_adapter: bool) -> di
         tokenizer,
         eval_prompts(recipe.evaluation.prompts, recipe.evaluation.seed),
         build_reward(reward_config),
-        settings_from_recipe(recipe.evaluation),
+        EvalSettings.from_config(recipe.evaluation),
         reference_is_adapter=uses_adapter,
         harmful_fn=harmful_fn_for(reward_config.kind),
     )

@@ -44,7 +44,6 @@ class OnlineObjectiveMixin:
     """Prompts in, the online hooks (`labeller`, `select`) on top of an offline objective's loss."""
 
     labeller: str = "reward"
-    example_columns: tuple[str, ...] = ()
 
     def build_examples(self, dataset, ctx: BuildContext):
         """Prompt rows: only the rendered `prompt` text survives; the sampler tokenizes it itself."""

@@ -77,6 +77,17 @@ def _sequences(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Sequen
             yield list(prompt), list(completion)
 
 
+def right_pad(seqs: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids``/``attention_mask`` (N, T) of `seqs` right-padded to the longest, T = its length."""
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, tokens in enumerate(seqs):
+        input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        attention_mask[row, : len(tokens)] = 1
+    return input_ids, attention_mask
+
+
 def build_padded_batch(
     prompt_ids: Sequence[Sequence[int]],
     completions: Sequence[Sequence[Sequence[int]]],
@@ -86,14 +97,10 @@ def build_padded_batch(
     """Right-padded (N, T) batch; T is the longest prompt+completion in the batch."""
     num_completions = len(completions[0])
     pairs = list(_sequences(prompt_ids, completions))
-    width = max(len(p) + len(c) for p, c in pairs)
-    input_ids = torch.full((len(pairs), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    input_ids, attention_mask = right_pad([p + c for p, c in pairs], pad_token_id)
+    width = input_ids.shape[1]
     positions, targets, seqs = [], [], []
     for row, (prompt, completion) in enumerate(pairs):
-        tokens = prompt + completion
-        input_ids[row, : len(tokens)] = torch.tensor(tokens)
-        attention_mask[row, : len(tokens)] = 1
         # Token at position t is predicted by the logits at t-1: completion token i (at len(prompt)+i)
         # is scored at flat position row*width + len(prompt)+i-1.
         start = row * width + len(prompt) - 1

@@ -52,6 +52,18 @@ class FunctionReward:
         return torch.as_tensor(values, dtype=torch.float64).reshape(len(completions))
 
 
+def reward_config_from_cli(reward: str, reward_model: str | None = None):
+    """The `reward:` section a command line's ``--reward gold|module:function`` (or ``--reward-model DIR``,
+    which wins) stands for."""
+    from alignment.recipe.schema import RewardConfig
+
+    if reward_model:
+        return RewardConfig(kind="model", name_or_path=reward_model)
+    if reward == "gold":
+        return RewardConfig(kind="gold")
+    return RewardConfig(kind="function", function=reward)
+
+
 def build_reward(config, *, device: str | torch.device = "cpu") -> Reward:
     """From the recipe's `reward:` section (kind gold | function | model)."""
     if config.kind == "gold":

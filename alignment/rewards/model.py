@@ -6,8 +6,23 @@ from collections.abc import Sequence
 
 import torch
 
-from alignment.errors import RecipeError
+from alignment.errors import DataError, RecipeError
 from alignment.models import load_reward_model, load_tokenizer
+from alignment.policy.batching import right_pad
+
+
+def require_eos(tokenizer) -> None:
+    if tokenizer.eos_token is None:
+        raise DataError("the tokenizer has no eos_token; reward-model text ends with EOS, so set one")
+
+
+def reward_input_ids(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[list[int]]:
+    """The token ids a reward model scores: ``prompt + completion + EOS`` tokenized as one text, so BPE
+    merges across the prompt/completion boundary alike in training (`reward_model.tokenize_pairs`) and
+    scoring; the EOS marks where the last-token score head reads."""
+    require_eos(tokenizer)
+    texts = [p + c + tokenizer.eos_token for p, c in zip(prompts, completions, strict=True)]
+    return tokenizer(texts)["input_ids"] if texts else []
 
 
 class RewardModelScorer:
@@ -32,12 +47,13 @@ class RewardModelScorer:
 
     @torch.no_grad()
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
-        """Scores prompt+completion text (+EOS, as in training) with right padding."""
-        texts = [p + c + self.tokenizer.eos_token for p, c in zip(prompts, completions, strict=True)]
-        self.tokenizer.padding_side = "right"
+        """Scores `reward_input_ids` (as in training), right-padded, in batches."""
+        ids = reward_input_ids(self.tokenizer, prompts, completions)
         out = []
-        for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True)
-            logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits
+        for start in range(0, len(ids), self.batch_size):
+            input_ids, attention_mask = right_pad(ids[start : start + self.batch_size], self.tokenizer.pad_token_id)
+            logits = self.model(
+                input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
+            ).logits
             out.append(logits[:, 0].double().cpu())
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)

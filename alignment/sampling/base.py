@@ -18,6 +18,13 @@ from typing import Protocol, runtime_checkable
 import torch
 
 
+def stop_token_ids(tokenizer, generation_eos: int | Sequence[int] | None) -> list[int]:
+    """Ids generation stops on, for every backend: the tokenizer's EOS and the checkpoint's
+    generation-config EOS id(s)."""
+    stop = {tokenizer.eos_token_id} | set([generation_eos] if isinstance(generation_eos, int) else generation_eos or [])
+    return sorted(i for i in stop if i is not None)
+
+
 @dataclass
 class SamplingParams:
     n: int = 1  # samples per prompt
@@ -53,6 +60,14 @@ class Completions:
         if self.logprobs is None:
             raise ValueError("these completions were sampled without logprobs=True")
         return [lp for per_prompt in self.logprobs for lp in per_prompt]
+
+    def score(self, reward) -> torch.Tensor:
+        """(P, n) float64 rewards: one ``reward.score(prompts, completions)`` call on the flattened pairs."""
+        scores = torch.as_tensor(reward.score(self.flat_prompts(), self.flat_texts()), dtype=torch.float64)
+        expected = sum(len(texts) for texts in self.texts)
+        if scores.shape != (expected,):
+            raise ValueError(f"reward.score returned shape {tuple(scores.shape)}, expected ({expected},)")
+        return scores.reshape(len(self.prompts), -1)
 
     @property
     def num_tokens(self) -> int:

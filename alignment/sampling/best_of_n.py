@@ -35,10 +35,7 @@ def best_of_n(
 
     prompts = list(prompts)
     completions = sampler.generate(prompts, replace(params, n=n))
-    scores = torch.as_tensor(reward.score(completions.flat_prompts(), completions.flat_texts()))
-    if scores.shape != (len(prompts) * n,):
-        raise ValueError(f"reward.score returned shape {tuple(scores.shape)}, expected ({len(prompts) * n},)")
-    all_rewards = scores.reshape(len(prompts), n)
+    all_rewards = completions.score(reward)
     chosen = all_rewards.argmin(dim=1) if worst else all_rewards.argmax(dim=1)
     texts = [completions.texts[p][int(i)] for p, i in enumerate(chosen)]
     rewards = all_rewards.gather(1, chosen[:, None]).squeeze(1)

@@ -40,27 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from alignment.data.formats import prepare_for_method
-    from alignment.data.loading import load_dataset_spec
-    from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
-    from alignment.recipe.schema import DatasetSpec, RewardConfig, SamplingConfig
-    from alignment.rewards.base import build_reward
+    from alignment.eval.run import eval_prompts
+    from alignment.models import load_causal_lm, load_tokenizer
+    from alignment.recipe.schema import DatasetSpec, SamplingConfig
+    from alignment.rewards.base import build_reward, reward_config_from_cli
     from alignment.sampling.best_of_n import best_of_n
     from alignment.sampling.factory import build_sampler, sampling_params_from_config
 
     args = build_parser().parse_args(argv)
-    if args.reward_model:
-        reward_config = RewardConfig(kind="model", name_or_path=args.reward_model)
-    elif args.reward == "gold":
-        reward_config = RewardConfig(kind="gold")
-    else:
-        reward_config = RewardConfig(kind="function", function=args.reward)
+    reward_config = reward_config_from_cli(args.reward, args.reward_model)
     reward = build_reward(reward_config)  # fails fast on a bad module:function, before any model loads
     spec = DatasetSpec(name=args.prompts, split=args.split, num_samples=args.num_prompts)
-    dataset, _ = prepare_for_method(
-        load_dataset_spec(spec, seed=args.seed, key="--prompts"), ("prompts",), source="--prompts"
-    )
-    prompts = list(dict.fromkeys(dataset["prompt"]))
+    prompts = eval_prompts(spec, args.seed, key="--prompts")
     config = SamplingConfig(
         backend=args.backend,
         temperature=args.temperature,
@@ -71,7 +62,7 @@ def main(argv: list[str]) -> int:
     )
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model) if args.backend == "transformers" else None
-    sampler = build_sampler(config, model, tokenizer, resolve_model_path(args.model))
+    sampler = build_sampler(config, model, tokenizer, args.model)
     result = best_of_n(
         sampler, reward, prompts, args.n, sampling_params_from_config(config), worst=args.select == "worst"
     )

@@ -43,12 +43,13 @@ def build_sampler(sampling_config, model, tokenizer, model_dir) -> Sampler:
             model, tokenizer, batch_size=getattr(sampling_config, "batch_size", 64) or 64
         )
     if backend == "vllm":
+        from alignment.models import resolve_model_path
         from alignment.sampling.vllm import VLLMSampler
 
         v = getattr(sampling_config, "vllm", None)
         seed = getattr(sampling_config, "seed", 0)
         return VLLMSampler(
-            model_dir,
+            resolve_model_path(str(model_dir)),  # an alias such as toy-base names a packaged directory
             max_model_len=getattr(v, "max_model_len", None),
             gpu_memory_utilization=getattr(v, "gpu_memory_utilization", 0.3),
             enforce_eager=getattr(v, "enforce_eager", True),

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from alignment.sampling.base import Completions, SamplingParams, prompt_token_ids
+from alignment.sampling.base import Completions, SamplingParams, prompt_token_ids, stop_token_ids
 
 PROGRESS_MIN_BATCHES = 8  # show a progress bar by default from this many generate() calls on
 
@@ -31,10 +31,8 @@ class TransformersSampler:
         self.pad_token_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
-        # stop on the tokenizer's EOS and the checkpoint's generation-config EOS ids, as the vLLM backend
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        stop = {tokenizer.eos_token_id} | set([gen_eos] if isinstance(gen_eos, int) else (gen_eos or []))
-        self.stop_token_ids = sorted(i for i in stop if i is not None)
+        self.stop_token_ids = stop_token_ids(tokenizer, gen_eos)
 
     # ------------------------------------------------------------------ generate
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> Completions:

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from alignment.errors import BackendError
-from alignment.sampling.base import Completions, SamplingParams, prompt_token_ids
+from alignment.sampling.base import Completions, SamplingParams, prompt_token_ids, stop_token_ids
 
 _ENGINES: dict[str, object] = {}  # resolved model dir -> vllm.LLM; one engine per process
 _ALTERNATIVE = "set `sampling.backend: transformers` to sample with Hugging Face generate instead"
@@ -165,13 +165,11 @@ def _per_prompt_seeds(seed: int | None, count: int) -> list[int | None]:
 
 
 def _eos_ids(tokenizer, generation_config_cls, model_dir: str) -> list[int]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     try:
         eos = generation_config_cls.from_pretrained(model_dir).eos_token_id
     except OSError:  # no generation_config.json
         eos = None
-    ids.update([eos] if isinstance(eos, int) else (eos or []))
-    return sorted(ids)
+    return stop_token_ids(tokenizer, eos)
 
 
 def _sampled_logprob_sum(token_ids: Sequence[int], logprobs) -> float:

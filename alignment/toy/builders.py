@@ -62,16 +62,24 @@ def sample_completions(
 
 @functools.lru_cache(maxsize=2)
 def _load(model: str):
-    """(model, tokenizer, sha256 of the weights) for a model name or alias, loaded once per process."""
-    from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
+    """(model, tokenizer) for a model name or alias, loaded once per process (only to sample: a cache hit
+    needs just `_weights_sha`)."""
+    from alignment.models import load_causal_lm, load_tokenizer
+
+    return load_causal_lm(model).eval(), load_tokenizer(model)
+
+
+@functools.lru_cache(maxsize=8)
+def _weights_sha(model: str) -> str:
+    """sha256 of the model's weights (the name itself for a model without a local safetensors file)."""
+    from alignment.models import resolve_model_path
 
     weights = Path(resolve_model_path(model)) / "model.safetensors"
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else model
-    return load_causal_lm(model).eval(), load_tokenizer(model), sha
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else model
 
 
 def _sample(model: str, prompts: Sequence[str], n: int, seed: int, max_new_tokens: int) -> list[list[str]]:
-    lm, tok, _ = _load(model)
+    lm, tok = _load(model)
     return sample_completions(lm, tok, prompts, n=n, seed=seed, max_new_tokens=max_new_tokens)
 
 
@@ -86,7 +94,7 @@ def _cached(name: str, args: dict, build: Callable[[], dict[str, list]]):
     from datasets import Dataset, load_from_disk
 
     key_src = json.dumps(
-        {"builder": name, "version": BUILDERS_VERSION, "args": args, "model": _load(args["model"])[2]}, sort_keys=True
+        {"builder": name, "version": BUILDERS_VERSION, "args": args, "model": _weights_sha(args["model"])}, sort_keys=True
     )
     path = cache_root() / hashlib.sha256(key_src.encode()).hexdigest()[:24]
     if (path / "dataset_info.json").exists():
@@ -123,10 +131,14 @@ def bradley_terry_prefers_first(r_a: torch.Tensor, r_b: torch.Tensor, temperatur
 def _pairs(prompts: list[str], samples: list[list[str]], temperature: float, seed: int) -> dict[str, list]:
     """Every pair (i < j) among each prompt's samples, labelled by Bradley–Terry on gold; a prompt's pairs are
     consecutive rows (the reward-model trainer groups them, scoring each sample once)."""
-    rows = [(p, per[i], per[j]) for p, per in zip(prompts, samples)
-            for i in range(len(per)) for j in range(i + 1, len(per))]
+    flat = gold_reward([p for p, per in zip(prompts, samples) for _ in per], [t for per in samples for t in per])
+    rows, offset = [], 0  # (prompt, sample i, sample j, flat index of i, flat index of j)
+    for p, per in zip(prompts, samples):
+        rows += [(p, per[i], per[j], offset + i, offset + j) for i in range(len(per)) for j in range(i + 1, len(per))]
+        offset += len(per)
     ps, a, b = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
-    first = bradley_terry_prefers_first(gold_reward(ps, a), gold_reward(ps, b), temperature, seed)
+    r_a, r_b = flat[[r[3] for r in rows]], flat[[r[4] for r in rows]]
+    first = bradley_terry_prefers_first(r_a, r_b, temperature, seed)
     chosen = [x if f else y for x, y, f in zip(a, b, first.tolist())]
     rejected = [y if f else x for x, y, f in zip(a, b, first.tolist())]
     return {"prompt": ps, "chosen": chosen, "rejected": rejected}

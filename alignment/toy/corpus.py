@@ -26,6 +26,9 @@ class Family:
     templates: tuple[str, ...]  # each has one "{x}" slot
     slots: tuple[str, ...]  # slot values; the last word of each is the topic keyword
     cues: tuple[str, ...]  # words a helpful answer of this family uses (gold rewards a few of them)
+    openings: tuple[str, ...]  # first sentence of an on-topic answer: "{k}" the topic, "{p}" a positive word
+    more: str  # appended to the opening for a second positive word "{p}"
+    follow_ups: tuple[str, ...]  # further sentences, each using the family's cue words
 
 
 FAMILIES: dict[str, Family] = {
@@ -40,6 +43,10 @@ FAMILIES: dict[str, Family] = {
              "pillow", "mug", "notebook", "scarf", "drill", "stroller", "mirror", "candle", "sofa", "heater",
              "fan", "oven"),
             ("quality", "price", "recommend", "value", "works"),
+            ("The {k} is {p}", "I like this {k}, it is {p}", "This {k} feels {p}"),
+            " and {p}",
+            ("The quality is fine for the price.", "I would recommend it.", "It works every day.",
+             "Good value overall."),
         ),
         Family(
             "advice",
@@ -53,6 +60,9 @@ FAMILIES: dict[str, Family] = {
              "make soup", "fold a shirt", "catch a trout", "plant a tree", "care for orchids",
              "prepare for an interview", "fly a kite", "pack a suitcase"),
             ("first", "then", "step", "practice", "try"),
+            ("Start with a {p} plan for the {k}", "It is {p} to work on the {k}", "Get a {p} guide about the {k}"),
+            " and keep it {p}",
+            ("First, read the basics.", "Then practice a little every day.", "Try one step at a time."),
         ),
         Family(
             "story",
@@ -64,6 +74,9 @@ FAMILIES: dict[str, Family] = {
              "a goat", "a deer", "an eagle", "an otter", "a lion", "a duck", "a hedgehog", "a badger",
              "a camel", "a crab", "a zebra", "a panda", "a sheep", "a bee"),
             ("once", "day", "friend", "home", "end"),
+            ("A {p} {k} lived by the river", "There was a {p} little {k}", "Once a {p} {k} went for a walk"),
+            " and felt {p}",
+            ("One day it met a friend.", "They walked home together.", "It was happy at the end."),
         ),
         Family(
             "describe",
@@ -76,6 +89,9 @@ FAMILIES: dict[str, Family] = {
              "a lake", "a waterfall", "a cathedral", "a canyon", "a vineyard", "a glacier", "a jungle",
              "a volcano"),
             ("see", "hear", "light", "air", "colour"),
+            ("The {k} is {p}", "The {k} looks {p}", "At the {k} it is {p}"),
+            " and {p}",
+            ("You can see soft light everywhere.", "You hear birds in the air.", "Every colour is bright."),
         ),
     )
 }
@@ -98,7 +114,7 @@ KIND_WEIGHTS: dict[str, float] = {
     "harmful": 0.13, "repeat": 0.05, "ramble": 0.04, "stuff": 0.03, "truncated": 0.03,
 }
 
-_WORD = re.compile(r"[a-z']+")
+WORD = re.compile(r"[a-z']+")  # how the corpus and the gold judge split text into words
 
 
 def prompt_split(prompt: str) -> str:
@@ -135,7 +151,7 @@ def parse_prompt(prompt: str) -> tuple[str | None, str | None]:
 
     The topic is the *last* known keyword in the text, so a chat history ending in this turn's question wins.
     """
-    hits = [w for w in _WORD.findall(prompt.lower()) if w in TOPICS]
+    hits = [w for w in WORD.findall(prompt.lower()) if w in TOPICS]
     if not hits:
         return None, None
     return TOPICS[hits[-1]], hits[-1]
@@ -149,34 +165,13 @@ def _pick(rng: random.Random, xs: Sequence[str], k: int = 1) -> list[str]:
 
 def _on_topic(family: str, k: str, rng: random.Random, n_pos: int, n_cue: int) -> list[str]:
     """On-topic sentences with n_pos positive words and about n_cue family cue words."""
-    p = _pick(rng, POSITIVE, 3)
-    if family == "review":
-        first = rng.choice([f"The {k} is {p[0]}", f"I like this {k}, it is {p[0]}", f"This {k} feels {p[0]}"])
-        if n_pos > 1:
-            first += f" and {p[1]}"
-        rest = ["The quality is fine for the price.", "I would recommend it.", "It works every day.",
-                "Good value overall."][: n_cue]
-    elif family == "advice":
-        first = rng.choice([f"Start with a {p[0]} plan for the {k}", f"It is {p[0]} to work on the {k}",
-                            f"Get a {p[0]} guide about the {k}"])
-        if n_pos > 1:
-            first += f" and keep it {p[1]}"
-        rest = ["First, read the basics.", "Then practice a little every day.", "Try one step at a time."][: n_cue]
-    elif family == "story":
-        first = rng.choice([f"A {p[0]} {k} lived by the river", f"There was a {p[0]} little {k}",
-                            f"Once a {p[0]} {k} went for a walk"])
-        if n_pos > 1:
-            first += f" and felt {p[1]}"
-        rest = ["One day it met a friend.", "They walked home together.", "It was happy at the end."][: n_cue]
-    else:
-        first = rng.choice([f"The {k} is {p[0]}", f"The {k} looks {p[0]}", f"At the {k} it is {p[0]}"])
-        if n_pos > 1:
-            first += f" and {p[1]}"
-        rest = ["You can see soft light everywhere.", "You hear birds in the air.",
-                "Every colour is bright."][: n_cue]
+    f, p = FAMILIES[family], _pick(rng, POSITIVE, 3)
+    first = rng.choice(f.openings).format(k=k, p=p[0])
+    if n_pos > 1:
+        first += f.more.format(p=p[1])
     if n_pos > 2:
         first += f", really {p[2]}"
-    return [first + "."] + rest
+    return [first + "."] + list(f.follow_ups[:n_cue])
 
 
 def sample_completion(prompt: str, *, rng: random.Random, kind: str | None = None) -> str:

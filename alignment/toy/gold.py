@@ -43,6 +43,7 @@ from alignment.toy.corpus import (
     POSITIVE,
     TOPICS,
     UNHELPFUL_PHRASES,
+    WORD,
     parse_prompt,
 )
 
@@ -62,7 +63,6 @@ STOPWORDS = frozenset(
     "a an the and or but is it it's its i you he she they we to of in on at for with by from as this that "
     "was be are so very really my your me one day".split()
 )
-_WORD = re.compile(r"[a-z']+")
 _POS, _NEG, _INS = frozenset(POSITIVE), frozenset(NEGATIVE), frozenset(INSULTS)
 _CUES = {name: frozenset(f.cues) for name, f in FAMILIES.items()}
 _INSULT_RE = re.compile(r"\b(?:" + "|".join(INSULTS) + r")\b", re.IGNORECASE)
@@ -82,7 +82,7 @@ def gold_terms(prompt: str, completion: str) -> dict[str, float]:
     """
     family, topic = parse_prompt(prompt)
     text = completion.lower()
-    words = _WORD.findall(text)
+    words = WORD.findall(text)
     counts = Counter(words)
     on_topic = topic is not None and topic in counts
     off_topic = not on_topic and any(w in TOPICS for w in counts)

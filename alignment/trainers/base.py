@@ -27,18 +27,13 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
+from alignment.files import write_json_atomic
 from alignment.methods.objective import Objective
 from alignment.policy.batching import REF_LOGPS, SequenceBatch
 from alignment.policy.logps import sequence_logps
 from alignment.policy.reference import reference_context
 
 STATE_FILE = "alignment_state.json"
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -66,7 +61,53 @@ class _SaveObjectiveState(TrainerCallback):
         return control
 
 
-class PreferenceTrainer(Trainer):
+class MetricsTrainer(Trainer):
+    """`transformers.Trainer` whose `compute_loss` returns a per-example mean and records named metrics
+    (`_store_metrics`), averaged into each log line (train, or ``eval_``-prefixed); evaluation runs the
+    training loss. The base of the preference and the reward-model trainers."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Our loss is already a per-example mean; let the Trainer divide by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self._metrics: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def _store_metrics(self, metrics: dict[str, torch.Tensor], split: str) -> None:
+        if not metrics:
+            return
+        names = sorted(metrics)
+        values = torch.stack([metrics[n].detach().float().reshape(()) for n in names])
+        # One row per process (already means over its examples): plain `gather`, since `gather_for_metrics`
+        # would cut rows at the last batch as if they were padded duplicate examples.
+        values = (
+            self.accelerator.gather(values.unsqueeze(0)).nanmean(0)
+            if self.accelerator.num_processes > 1
+            else values
+        )
+        for name, value in zip(names, values.tolist(), strict=True):
+            self._metrics[split][name].append(value)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for name, values in self._metrics[split].items():
+            present = [v for v in values if not math.isnan(v)]  # NaN: e.g. no undesirable example in a batch
+            if present:
+                logs[prefix + name] = sum(present) / len(present)
+        self._metrics[split].clear()
+        super().log(logs, start_time)
+
+
+class PreferenceTrainer(MetricsTrainer):
     """`transformers.Trainer` running the shared preference step for any `Objective`."""
 
     def __init__(
@@ -84,12 +125,6 @@ class PreferenceTrainer(Trainer):
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
             self.ref_model = ref_model.to(self.args.device)
-        # Our loss is already a per-example mean; let the Trainer divide by the accumulation steps.
-        self.model_accepts_loss_kwargs = False
-        self._metrics: dict[str, dict[str, list[float]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
         self.add_callback(_SaveObjectiveState(self))
 
     # -- the step -------------------------------------------------------------------------------------
@@ -125,38 +160,6 @@ class PreferenceTrainer(Trainer):
         )
         self._store_metrics(out.metrics, "train" if model.training else "eval")
         return (out.loss, out.metrics) if return_outputs else out.loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
-
-    # -- logging -------------------------------------------------------------------------------------
-    def _store_metrics(self, metrics: dict[str, torch.Tensor], split: str) -> None:
-        if not metrics:
-            return
-        names = sorted(metrics)
-        values = torch.stack([metrics[n].detach().float().reshape(()) for n in names])
-        # One row per process (already means over its examples): plain `gather`, since `gather_for_metrics`
-        # would cut rows at the last batch as if they were padded duplicate examples.
-        values = (
-            self.accelerator.gather(values.unsqueeze(0)).nanmean(0)
-            if self.accelerator.num_processes > 1
-            else values
-        )
-        for name, value in zip(names, values.tolist(), strict=True):
-            self._metrics[split][name].append(value)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        prefix = "eval_" if split == "eval" else ""
-        for name, values in self._metrics[split].items():
-            present = [v for v in values if not math.isnan(v)]  # NaN: e.g. no undesirable example in a batch
-            if present:
-                logs[prefix + name] = sum(present) / len(present)
-        self._metrics[split].clear()
-        super().log(logs, start_time)
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):

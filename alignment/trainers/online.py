@@ -50,10 +50,12 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from alignment.files import write_json_atomic
 from alignment.policy.batching import SequenceBatch, build_packed_batch
 from alignment.policy.logps import sequence_logps
 from alignment.sampling.base import Completions, Sampler, SamplingParams, prompt_token_ids
-from alignment.trainers.base import PreferenceTrainer, write_json_atomic
+from alignment.sampling.vllm import model_state_for_sync
+from alignment.trainers.base import PreferenceTrainer
 
 logger = logging.getLogger("alignment")
 
@@ -84,9 +86,7 @@ class RewardLabeller:
         self.reward = reward
 
     def __call__(self, samples: Samples) -> torch.Tensor:
-        c = samples.completions
-        scores = torch.as_tensor(self.reward.score(c.flat_prompts(), c.flat_texts()), dtype=torch.float64)
-        return scores.reshape(len(c.prompts), -1).cpu()
+        return samples.completions.score(self.reward).cpu()
 
 
 @dataclass
@@ -111,10 +111,9 @@ class Experience:
         )
 
     def metrics(self) -> dict[str, float]:
-        nan = float("nan")
-        return {
-            "online/reward_chosen": float(self.scores[:, 0].mean()) if self.num_examples else nan,
-            "online/reward_rejected": float(self.scores[:, -1].mean()) if self.num_examples else nan,
+        return {  # NaN without examples (the mean of nothing): the trainer's log skips it
+            "online/reward_chosen": float(self.scores[:, 0].mean()),
+            "online/reward_rejected": float(self.scores[:, -1].mean()),
             "online/reward_mean": float(self.all_scores.mean()),
             "online/completion_length": float(self.lengths.double().mean()),
         }
@@ -146,7 +145,7 @@ def make_experience(
     return Experience(
         prompt_ids=[samples.prompt_ids[int(r)] for r in rows],
         completion_ids=chosen_ids,
-        scores=scores[rows].gather(1, index) if len(rows) else scores.new_zeros((0, index.shape[1])),
+        scores=scores[rows].gather(1, index),
         all_scores=scores,
         lengths=torch.tensor([[len(ids) for ids in per] for per in completions.token_ids]),
         skipped=skipped,
@@ -255,9 +254,7 @@ class OnlineTrainer(PreferenceTrainer):
         self._step["score"] += experience.seconds["score"]
         self._step["pairs"] += experience.num_examples
         self._step["ties"] += experience.skipped
-        single = self.accelerator.num_processes == 1  # NaN (no pair) only dropped where no gather needs it
-        metrics = {k: torch.tensor(v) for k, v in experience.metrics().items() if v == v or not single}
-        self._store_metrics(metrics, "train")
+        self._store_metrics({k: torch.tensor(v) for k, v in experience.metrics().items()}, "train")
 
     # -- after the optimizer step --------------------------------------------------------------------
     def sync_weights(self) -> float:
@@ -265,8 +262,6 @@ class OnlineTrainer(PreferenceTrainer):
         self._sync_pending = False
         if not self.push_weights:
             return 0.0
-        from alignment.sampling.vllm import model_state_for_sync
-
         started = time.perf_counter()
         self.sampler.load_weights(model_state_for_sync(self.model))
         self.totals["syncs"] += 1
@@ -368,7 +363,7 @@ def build_labeller(recipe, objective, *, device) -> Labeller:
 
 def run_online(recipe, *, dry_run: bool = False) -> int:
     from alignment.errors import RecipeError
-    from alignment.models import load_tokenizer, resolve_model_path
+    from alignment.models import load_tokenizer
     from alignment.recipe.load import save_recipe
     from alignment.recipe.schema import RewardConfig, method_spec, reference_mode, to_training_arguments
     from alignment.run import build_policy, finish_training, print_dry_run, resume_argument, setup_distributed
@@ -406,7 +401,6 @@ def run_online(recipe, *, dry_run: bool = False) -> int:
     model = build_policy(recipe)
     mode = reference_mode(recipe)
     ref_model = copy.deepcopy(model) if mode == "copy" else None
-    model_dir = resolve_model_path(recipe.model.name_or_path)
     trainer = OnlineTrainer(
         model=model,
         args=args,
@@ -416,7 +410,7 @@ def run_online(recipe, *, dry_run: bool = False) -> int:
         objective=objective,
         reference_mode=mode,
         ref_model=ref_model,
-        sampler=build_sampler(recipe.sampling, model, tokenizer, model_dir),
+        sampler=build_sampler(recipe.sampling, model, tokenizer, recipe.model.name_or_path),
         labeller=labeller,
         sampling_params=sampling_params_from_config(recipe.sampling),
         pack_length=(recipe.data.max_prompt_length + recipe.sampling.max_new_tokens)

@@ -29,21 +29,21 @@ Features and assumptions:
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
 
 from alignment.errors import DataError
+from alignment.files import write_json_atomic
 from alignment.losses.reward import bradley_terry_loss
+from alignment.policy.batching import right_pad
 from alignment.recipe.load import dump_recipe, save_recipe
 from alignment.recipe.schema import Recipe, to_training_arguments
+from alignment.trainers.base import MetricsTrainer
 
 logger = logging.getLogger("alignment")
 
@@ -56,7 +56,6 @@ COLUMNS = ("chosen", "rejected")
 
 def load_pairs(recipe: Recipe, tokenizer, spec_key: str = "train"):
     """Dataset spec -> validated paired data with plain-text prompt/chosen/rejected (chat rendered)."""
-    import alignment.toy.builders  # noqa: F401  (registers the toy world's datasets)
     from alignment.data.formats import prepare_for_method
     from alignment.data.loading import load_dataset_spec
     from alignment.data.tokenize import render_chat
@@ -74,15 +73,12 @@ def tokenize_pairs(pairs, tokenizer, *, max_length: int, num_proc: int = 1):
 
     Returns ``(dataset, dropped)``.
     """
-    if tokenizer.eos_token is None:
-        raise DataError("the tokenizer has no eos_token; reward-model text ends with EOS, so set one")
-    eos = tokenizer.eos_token
+    from alignment.rewards.model import require_eos, reward_input_ids
+
+    require_eos(tokenizer)  # before the dataset map, which would wrap the error
 
     def tokenize(batch: dict) -> dict:
-        return {
-            f"{c}_input_ids": tokenizer([p + t + eos for p, t in zip(batch["prompt"], batch[c])])["input_ids"]
-            for c in COLUMNS
-        }
+        return {f"{c}_input_ids": reward_input_ids(tokenizer, batch["prompt"], batch[c]) for c in COLUMNS}
 
     ds = pairs.map(tokenize, batched=True, num_proc=num_proc if num_proc > 1 else None, desc="Tokenizing")
     ds = ds.filter(
@@ -174,12 +170,7 @@ class ComparisonCollator:
             pair_index += [[offset + chosen, offset + rejected] for chosen, rejected in group["pairs"]]
             pair_group += [g] * len(group["pairs"])
             seqs += group["input_ids"]
-        width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-            attention_mask[i, : len(s)] = 1
+        input_ids, attention_mask = right_pad(seqs, self.pad_token_id)
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
@@ -191,18 +182,13 @@ class ComparisonCollator:
 # --------------------------------------------------------------------------------------------- trainer
 
 
-class RewardModelTrainer(Trainer):
+class RewardModelTrainer(MetricsTrainer):
     """`transformers.Trainer` whose step is the Bradley–Terry loss over comparison groups, one forward pass
     scoring every distinct sequence of the micro-batch."""
 
     def __init__(self, *args: Any, center_rewards_coefficient: float | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.center_rewards_coefficient = center_rewards_coefficient or 0.0
-        self.model_accepts_loss_kwargs = False  # our loss is a per-pair mean already
-        self._metrics: dict[str, dict[str, list[float]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         scores = model(
@@ -222,28 +208,8 @@ class RewardModelTrainer(Trainer):
             "rewards/margins": (chosen - rejected).mean(),
             "rewards/accuracies": (chosen > rejected).float().mean(),
         }
-        split = "train" if model.training else "eval"
-        for name, value in metrics.items():
-            value = value.detach().float()
-            if self.accelerator.num_processes > 1:
-                value = self.accelerator.gather_for_metrics(value.reshape(1)).mean()
-            self._metrics[split][name].append(value.item())
+        self._store_metrics(metrics, "train" if model.training else "eval")
         return (loss, metrics) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        prefix = "eval_" if split == "eval" else ""
-        for name, values in self._metrics[split].items():
-            if values:
-                logs[prefix + name] = sum(values) / len(values)
-        self._metrics[split].clear()
-        super().log(logs, start_time)
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -334,8 +300,7 @@ def write_evaluation(recipe: Recipe, heldout, heldout_spec, summary: dict[str, A
             ),
         )
     result.update(summary)
-    path = Path(recipe.output_dir) / "eval.json"
-    path.write_text(json.dumps(result, indent=2))
+    write_json_atomic(Path(recipe.output_dir) / "eval.json", result)
     return result
 
 

@@ -43,19 +43,11 @@ def examples():
     return prompts, completions
 
 
-def naive_logps(model, prompt: list[int], completion: list[int]) -> float:
-    """One sequence at a time: Σ_i log softmax(logits[len(p)+i-1])[completion[i]]."""
-    ids = torch.tensor([prompt + completion])
-    with torch.no_grad():
-        logp = torch.log_softmax(model(ids).logits[0].double(), -1)
-    return sum(float(logp[len(prompt) + i - 1, tok]) for i, tok in enumerate(completion))
-
-
-def test_padded_equals_naive(model, examples):
+def test_padded_equals_naive(model, examples, completion_logps):
     prompts, completions = examples
     with torch.no_grad():
         got = sequence_logps(model, build_padded_batch(prompts, completions, pad_token_id=PAD))
-    want = torch.tensor([[naive_logps(model, p, c) for c in cs] for p, cs in zip(prompts, completions)])
+    want = torch.tensor([completion_logps(model, [p] * len(cs), cs) for p, cs in zip(prompts, completions)])
     assert got.shape == (3, 2)
     torch.testing.assert_close(
         got.double(), want.double(), rtol=0, atol=1e-5
@@ -89,7 +81,7 @@ def test_gradients_flow_only_from_completions(model, examples):
     assert batch.target_ids.numel() == sum(len(c) for cs in completions for c in cs)
 
 
-def test_reference_cache_reused_and_exact(model, examples, tmp_path):
+def test_reference_cache_reused_and_exact(model, examples, tmp_path, completion_logps):
     prompts, completions = examples
     ds = Dataset.from_dict({"prompt_input_ids": prompts, COMPLETIONS: completions})
     first = add_reference_logps(ds, model, pad_token_id=PAD, cache_dir=tmp_path, batch_size=2)
@@ -98,7 +90,7 @@ def test_reference_cache_reused_and_exact(model, examples, tmp_path):
     np.save(files[0], np.full((3, 2), 7.0))  # a tampered cache proves the second call reads it
     second = add_reference_logps(ds, model, pad_token_id=PAD, cache_dir=tmp_path)
     assert np.allclose(second[REF_LOGPS], 7.0)
-    want = [[naive_logps(model, p, c) for c in cs] for p, cs in zip(prompts, completions)]
+    want = [completion_logps(model, [p] * len(cs), cs) for p, cs in zip(prompts, completions)]
     np.testing.assert_allclose(
         np.asarray(first[REF_LOGPS]), np.asarray(want), rtol=0, atol=1e-5
     )  # rotary tables are float32 even in a float64 model
