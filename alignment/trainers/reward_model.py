@@ -24,6 +24,8 @@ Features and assumptions:
   ``rewards/chosen``, ``rewards/rejected`` (mean scores); ``rewards/margins`` (mean r_w − r_l);
   ``rewards/accuracies`` (fraction of pairs with r_w > r_l).
 * The Trainer divides the loss by the accumulation steps.
+* ``training.resume_from_checkpoint`` (a checkpoint directory, or ``last``) resumes weights, optimizer,
+  scheduler and data order, as for the preference trainers.
 """
 
 from __future__ import annotations
@@ -352,6 +354,10 @@ def run_reward_model(recipe: Recipe, *, dry_run: bool = False) -> int:
         print_dry_run(recipe, train, heldout, train_groups, dropped)
         return 0
     logger.info("reward-model training data: %s", group_summary(train_groups))
+    from alignment.run import resume_argument, setup_distributed
+
+    resume = resume_argument(recipe)  # a bad checkpoint path fails before the model loads
+    setup_distributed()
     save_recipe(recipe, recipe.output_dir)
     started = time.time()
     seed = int(recipe.training.get("seed", 0))
@@ -371,7 +377,7 @@ def run_reward_model(recipe: Recipe, *, dry_run: bool = False) -> int:
         processing_class=tokenizer,
         center_rewards_coefficient=recipe.method.params.center_rewards_coefficient,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(recipe.output_dir)
     if not trainer.is_world_process_zero():
         return 0

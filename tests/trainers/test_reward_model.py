@@ -3,6 +3,7 @@ short end-to-end run on toy-paired-style data (corpus-written completions) with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -180,6 +181,40 @@ def test_run_writes_a_model_the_scorer_loads(tiny_model_dir, tmp_path, toy_paire
     scores = RewardModelScorer.from_pretrained(str(out)).score(["the cat"], [" likes a tree."])
     assert scores.shape == (1,) and torch.isfinite(scores).all()
     assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_resume_from_checkpoint_ends_where_an_uninterrupted_run_does(tiny_model_dir, tmp_path, toy_paired):
+    """4 steps in one go, against 2 steps (checkpoint-2) then `resume_from_checkpoint=last` to step 4: the
+    same weights (constant learning rate, so the schedule does not depend on max_steps). A copy of
+    checkpoint-2 with a tampered score head, resumed the same way, ends elsewhere: the checkpoint is read."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from alignment.trainers.reward_model import run_reward_model
+
+    def run(out, *overrides):
+        recipe = tiny_recipe(tiny_model_dir, out)
+        training = {**recipe.training, "lr_scheduler_type": "constant", "save_steps": 2, **dict(overrides)}
+        return run_reward_model(dataclasses.replace(recipe, training=training))
+
+    def weights(out):
+        return load_file(out / "model.safetensors")
+
+    run(tmp_path / "whole", ("max_steps", 4))
+    run(tmp_path / "parts", ("max_steps", 2))
+    shutil.copytree(tmp_path / "parts" / "checkpoint-2", tmp_path / "tampered" / "checkpoint-2")
+    tampered = tmp_path / "tampered" / "checkpoint-2" / "model.safetensors"
+    state = load_file(tampered)
+    save_file({**state, "score.weight": state["score.weight"] * 3}, tampered, metadata={"format": "pt"})
+    for out in ("parts", "tampered"):
+        run(tmp_path / out, ("max_steps", 4), ("resume_from_checkpoint", "last"))
+    whole, parts = weights(tmp_path / "whole"), weights(tmp_path / "parts")
+    for name in whole:
+        torch.testing.assert_close(parts[name], whole[name], rtol=0, atol=1e-6)
+    assert not torch.allclose(
+        weights(tmp_path / "tampered")["score.weight"], whole["score.weight"], atol=1e-3
+    )
 
 
 def test_heldout_split_is_by_prompt_and_keeps_the_training_order(tiny_model_dir, tmp_path, toy_paired):
