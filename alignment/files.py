@@ -8,8 +8,13 @@ from pathlib import Path
 from typing import Any
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` at `path`, through a temporary file and an atomic rename: readers see the old or the new file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """`payload` as indented JSON at `path`, through a temporary file and an atomic rename."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2))

@@ -10,7 +10,7 @@ checkpoints, logging off).
 Contenders run in one long-lived subprocess each (imports paid once; the driver alternates jobs between
 them so repetitions interleave, in a rotating order, for `--reps` repetitions):
 
-* ``ours``        the library's own path (`alignment.run.build_trainer`: PreferenceTrainer +
+* ``ours``        the library's own path (`alignment.kinds.static.build_trainer`: PreferenceTrainer +
                   CompletionCollator, packed), reference log-probs precomputed *and already cached on disk*
                   (a sweep's later runs): steady-state training throughput.
 * ``ours-cold``   the same with an empty reference cache: the one-off precomputation is part of the run.
@@ -131,10 +131,13 @@ def record_losses(trainer, store: list[float], first: int = 3) -> None:
 
 # -------------------------------------------------------------------------------------------------- worker
 def build_ours(opts, cache_dir: str, output_dir: str):
-    """The library's path, as `alignment.run.run_offline` takes it (precomputed reference, packed batches)."""
+    """The library's path, as `alignment.kinds.static.StaticRun` takes it (precomputed reference, packed batches)."""
+    from alignment.data.examples import load_examples
+    from alignment.kinds.static import build_context, build_trainer
     from alignment.methods.dpo import DPOParams
     from alignment.models import load_tokenizer
     from alignment.policy.batching import COMPLETIONS
+    from alignment.policy.build import build_policy
     from alignment.policy.reference import add_reference_logps
     from alignment.recipe.schema import (
         TRAINING_DEFAULTS,
@@ -146,7 +149,6 @@ def build_ours(opts, cache_dir: str, output_dir: str):
         method_spec,
         reference_mode,
     )
-    from alignment.run import build_policy, build_trainer, load_examples
 
     training = dict(TRAINING_DEFAULTS)
     training.update(
@@ -172,8 +174,6 @@ def build_ours(opts, cache_dir: str, output_dir: str):
     train, _, report = load_examples(recipe, tokenizer, spec.formats)
     model = build_policy(recipe)
     objective = spec.objective(recipe.method.params)
-    from alignment.run import build_context
-
     train = objective.build_examples(train, build_context(recipe, model, tokenizer))
     mode = reference_mode(recipe)
     assert mode == "precomputed", mode
@@ -265,9 +265,9 @@ def import_everything() -> None:
     import transformers
     import trl.trainer.dpo_trainer  # noqa: F401
 
+    import alignment.kinds.static  # noqa: F401
     import alignment.methods.dpo  # noqa: F401
     import alignment.policy.reference  # noqa: F401
-    import alignment.run  # noqa: F401
     import alignment.trainers.base  # noqa: F401
 
     transformers.logging.set_verbosity_error()

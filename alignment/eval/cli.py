@@ -1,20 +1,29 @@
-"""`alignment eval MODEL`: gold evaluation of any saved model against a reference (writes eval.json)."""
+"""`alignment eval MODEL`: evaluation of any saved model against a reference policy (writes eval.json).
+
+alignment eval runs/dpo                                   # against toy-base, gold judge
+alignment eval runs/dpo --backend vllm                    # vLLM samples, transformers log-probs for the KL
+alignment eval toy-base --template "$(cat urial.txt)"     # a base model inside a prompt template
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from alignment.eval.gold import EvalSettings, evaluate, write_eval
-from alignment.eval.run import eval_prompts, harmful_fn_for
+from alignment.eval.policy import make_policy
+from alignment.eval.run import harmful_fn_for
 
 
-def main(argv: list[str]) -> int:
-    """`alignment eval MODEL [--reference REF] [--output-dir DIR] ...`: evaluate any saved model."""
-    from alignment.models import load_causal_lm, load_tokenizer
-    from alignment.recipe.schema import DatasetSpec
-    from alignment.rewards.base import build_reward, reward_config_from_cli
+def positive_float(text: str) -> float:
+    """argparse type: a float > 0 (the evaluation KL is that of the sampled, tempered, distributions)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text} (greedy decoding has no finite KL)")
+    return value
 
-    parser = argparse.ArgumentParser(prog="alignment eval", description=main.__doc__)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignment eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="model directory, alias (toy-base) or hub id")
     parser.add_argument("--reference", default="toy-base", help="reference model (default: toy-base)")
     parser.add_argument(
@@ -25,14 +34,31 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--num-prompts", type=int, default=256)
     parser.add_argument("--samples-per-prompt", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--temperature", type=positive_float, default=1.0)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--best-of-n", type=int, nargs="*", default=[])
     parser.add_argument("--reward", default="gold", help="gold, or module:function")
+    parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+    parser.add_argument("--template", default=None, help="prompt template of MODEL, with {prompt}")
+    parser.add_argument("--reference-template", default=None, help="prompt template of the reference")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """`alignment eval MODEL [--reference REF] [--backend vllm] [--template T] ...`: evaluate any saved model."""
+    from alignment.data.prompts import distinct_prompts, template_problem
+    from alignment.models import load_causal_lm, load_tokenizer
+    from alignment.recipe.schema import DatasetSpec
+    from alignment.rewards.base import build_reward, reward_config_from_cli
+
+    parser = build_parser()
     args = parser.parse_args(argv)
+    for flag, template in (("--template", args.template), ("--reference-template", args.reference_template)):
+        problem = template_problem(template)
+        if problem:
+            parser.error(f"{flag}: {problem}")
     reward_config = reward_config_from_cli(args.reward)
     reward = build_reward(reward_config)
-    tokenizer = load_tokenizer(args.model)
     settings = EvalSettings(
         num_prompts=args.num_prompts,
         samples_per_prompt=args.samples_per_prompt,
@@ -41,19 +67,25 @@ def main(argv: list[str]) -> int:
         seed=args.seed,
         best_of_n=args.best_of_n,
     )
-    prompts = eval_prompts(DatasetSpec(name=args.prompts, split=args.split), args.seed, key="--prompts")
+    prompts = distinct_prompts(DatasetSpec(name=args.prompts, split=args.split), args.seed, key="--prompts")
+    # One vLLM engine serves both sides (each pushes its weights before sampling): it starts from the
+    # reference checkpoint, so the policy must share its architecture (checked by the weight push).
+    policy, reference = (
+        make_policy(
+            load_causal_lm(name),
+            load_tokenizer(name),
+            backend=args.backend,
+            model_dir=args.reference,
+            template=template,
+        )
+        for name, template in ((args.model, args.template), (args.reference, args.reference_template))
+    )
     result = evaluate(
-        load_causal_lm(args.model),
-        load_causal_lm(args.reference),
-        tokenizer,
-        prompts,
-        reward,
-        settings,
-        harmful_fn=harmful_fn_for(reward_config.kind),
+        policy, reference, prompts, reward, settings, harmful_fn=harmful_fn_for(reward_config.kind)
     )
     path = write_eval(result, args.output_dir or args.model)
-    shown = {k: v for k, v in result.items() if isinstance(v, float)}
-    for key, value in shown.items():
-        print(f"{key:>24}: {value:.4f}")
+    for key, value in result.items():
+        if isinstance(value, float):
+            print(f"{key:>24}: {value:.4f}")
     print(f"wrote {path}")
     return 0

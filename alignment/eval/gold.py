@@ -5,10 +5,18 @@ and from its reference on the same prompts, score both with the reward, and repo
 
 * ``win_rate`` — P(reward(policy sample) > reward(reference sample)), ties counted half, averaged over all
   n×n sample pairs of each prompt (lower variance than one pair per prompt);
-* ``kl`` — KL(π || π_ref) estimated on the policy's own samples with the exact per-token formula
-  (Σ_t KL of the next-token distributions), and ``kl_sampled`` — the plain mean of log π/π_ref;
+* ``kl`` — KL(π_T || π_ref,T) estimated on the policy's own samples with the exact per-token formula
+  (Σ_t KL of the next-token distributions), and ``kl_sampled`` — the plain mean of log π_T/π_ref,T;
 * ``gold_reward`` / ``reference_gold_reward``, ``length`` (completion tokens), ``harmful_rate`` when the
   reward is the toy gold reward; best-of-N / worst-of-N win rates for each N in `best_of_n`.
+
+Both sides are `Policy` objects (sampler + log-prob scorer + optional prompt template), so any two of a
+trained checkpoint, a base model inside a template and a vLLM-served model compare the same way.
+
+The KL is that of the distributions actually sampled and compared: π_T and π_ref,T, the next-token
+distributions at the evaluation temperature T (logits / T), each given its own rendered prompt, over
+completions cut at `max_new_tokens`. At T = 1 it is KL(π || π_ref); greedy decoding (T = 0) has no finite
+KL between two different models and is refused.
 
 Policy and reference use different sampling seeds, so a model evaluated against itself gives two
 independent sample sets: win rate ≈ 0.5 and KL = 0 (tested).
@@ -16,24 +24,29 @@ independent sample sets: win rate ≈ 0.5 and KL = 0 (tested).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from alignment.eval.history import read_history
+from alignment.eval.plot import plot_eval
+from alignment.eval.policy import Policy
+from alignment.experience.selectors import best_or_worst
 from alignment.files import write_json_atomic
-from alignment.policy.batching import build_padded_batch
+from alignment.policy.batching import SequenceBatch, build_padded_batch
 from alignment.policy.logps import completion_logits, gather_logps, sequence_kl, sum_per_sequence
 from alignment.rewards.base import Reward
 from alignment.sampling.base import Completions, SamplingParams
-from alignment.sampling.hf import TransformersSampler
 
 logger = logging.getLogger(__name__)
+
+GREEDY_KL = (
+    "the KL is that of the sampled distributions, which greedy decoding (0) leaves infinite or undefined"
+)
 
 
 @dataclass
@@ -44,14 +57,17 @@ class EvalSettings:
     temperature: float = 1.0
     seed: int = 1234
     best_of_n: Sequence[int] = ()
-    batch_size: int = 64
 
     @classmethod
     def from_config(cls, evaluation) -> EvalSettings:
         """From a recipe's `evaluation:` section: every field the two share."""
-        return cls(**{f.name: getattr(evaluation, f.name) for f in fields(cls) if hasattr(evaluation, f.name)})
+        return cls(
+            **{f.name: getattr(evaluation, f.name) for f in fields(cls) if hasattr(evaluation, f.name)}
+        )
 
     def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"evaluation temperature must be > 0, got {self.temperature}: {GREEDY_KL}")
         # best-of-N needs at least N samples per prompt from each model
         self.best_of_n = tuple(self.best_of_n)
         self.samples_per_prompt = max(self.samples_per_prompt, *self.best_of_n, 1)
@@ -66,48 +82,58 @@ def pairwise_win_rate(policy_rewards: torch.Tensor, reference_rewards: torch.Ten
 def best_of_n_win_rate(
     policy_rewards: torch.Tensor, reference_rewards: torch.Tensor, n: int, *, worst: bool
 ) -> float:
-    """Win rate of best-of-n (or worst-of-n) policy picks against the reference's, from disjoint n-groups."""
-    groups = policy_rewards.shape[1] // n
-    pick = torch.amin if worst else torch.amax
-    pol = pick(policy_rewards[:, : groups * n].reshape(len(policy_rewards), groups, n), dim=2)
-    ref = pick(reference_rewards[:, : groups * n].reshape(len(reference_rewards), groups, n), dim=2)
-    return pairwise_win_rate(pol, ref)
+    """Win rate of best-of-n (or worst-of-n) policy picks against the reference's, from disjoint n-groups
+    (the shared selector of `alignment.experience.selectors` picks within each group)."""
+    select = best_or_worst(worst=worst)
+
+    def picks(rewards: torch.Tensor) -> torch.Tensor:
+        """(P, m) -> (P, m // n): the pick of each group of n consecutive samples."""
+        groups = rewards[:, : rewards.shape[1] // n * n].reshape(-1, n)
+        return select(groups).gather(groups).reshape(len(rewards), -1)
+
+    return pairwise_win_rate(picks(policy_rewards), picks(reference_rewards))
 
 
-@contextlib.contextmanager
-def _adapter_disabled(model: nn.Module) -> Iterator[None]:
-    with model.disable_adapter():
-        yield
+def check_same_vocabulary(policy: Policy, reference: Policy) -> None:
+    """The KL compares next-token distributions over one vocabulary: refuse two tokenizers that disagree."""
+    same = policy.tokenizer is reference.tokenizer
+    if not same and policy.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+        raise ValueError("policy and reference tokenizers differ: the KL needs one shared vocabulary")
+
+
+def _completion_logits(
+    side: Policy, prompts: Sequence[str], completions: Sequence[Sequence[Sequence[int]]]
+) -> tuple[torch.Tensor, SequenceBatch]:
+    """(M, V) logits of `side`'s scorer at the completion positions, its prompts rendered by its template."""
+    pad = side.tokenizer.pad_token_id
+    batch = build_padded_batch(side.prompt_ids(prompts), completions, pad_token_id=pad)
+    with side.active() as scorer:
+        batch = batch.to(next(scorer.parameters()).device)
+        return completion_logits(scorer, batch), batch
 
 
 @torch.no_grad()
 def kl_on_samples(
-    policy: nn.Module,
-    reference: nn.Module,
-    tokenizer,
-    prompts: Sequence[str],
+    policy: Policy,
+    reference: Policy,
     completions: Completions,
     *,
+    temperature: float = 1.0,
     batch_size: int = 32,
-    reference_is_adapter: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P, n) exact per-token KL sums and (P, n) sampled log-ratios log π(y)/π_ref(y) of the policy samples."""
-    prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
-    token_ids = completions.token_ids
+    """(P, n) exact per-token KL sums and (P, n) log-ratios log π_T(y)/π_ref,T(y) of the policy's samples.
+
+    Both at `temperature` T (logits / T), the distributions that were sampled: the same token ids are scored
+    by each side's scorer behind its own rendered prompt. The two sides are scored one after the other, so one
+    peft model can be both (its adapter on for the policy, off for the reference).
+    """
+    prompts, token_ids = completions.prompts, completions.token_ids
     kls, ratios = [], []
-    device = next(policy.parameters()).device
     for start in range(0, len(prompts), batch_size):
-        comps = token_ids[start : start + batch_size]
-        # empty completions (immediate EOS is still one token) cannot occur; guard anyway
-        comps = [[c if c else [tokenizer.eos_token_id] for c in per] for per in comps]
-        batch = build_padded_batch(
-            prompt_ids[start : start + batch_size], comps, pad_token_id=tokenizer.pad_token_id
-        )
-        batch = batch.to(device)
-        pol_logits = completion_logits(policy, batch)
-        ctx = _adapter_disabled(reference) if reference_is_adapter else contextlib.nullcontext()
-        with ctx:
-            ref_logits = completion_logits(reference, batch)
+        chunk, comps = prompts[start : start + batch_size], token_ids[start : start + batch_size]
+        pol_logits, batch = _completion_logits(policy, chunk, comps)
+        ref_logits = _completion_logits(reference, chunk, comps)[0].to(pol_logits.device)
+        pol_logits, ref_logits = pol_logits / temperature, ref_logits / temperature
         kls.append(sequence_kl(pol_logits, ref_logits, batch).double().cpu())
         delta = gather_logps(pol_logits, batch.target_ids) - gather_logps(ref_logits, batch.target_ids)
         ratios.append(sum_per_sequence(delta, batch).double().cpu())
@@ -115,39 +141,29 @@ def kl_on_samples(
 
 
 def evaluate(
-    policy: nn.Module,
-    reference: nn.Module,
-    tokenizer,
+    policy: Policy,
+    reference: Policy,
     prompts: Sequence[str],
     reward: Reward,
     settings: EvalSettings,
     *,
-    reference_is_adapter: bool = False,
     harmful_fn: Any = None,
 ) -> dict[str, Any]:
-    """Sample, score and compare; returns the eval.json payload."""
+    """Sample both policies, score with `reward`, compare; returns the eval.json payload plus ``_samples``,
+    the (P, n) per-sample rewards and KLs behind the means (left out of eval.json; `eval_payload`).
+
+    The reference samples first: when a vLLM engine is shared with an on-policy trainer, it then ends holding
+    the policy's weights, the ones training goes on from.
+    """
+    check_same_vocabulary(policy, reference)
     prompts = list(prompts)[: settings.num_prompts]
     n = settings.samples_per_prompt
     params = SamplingParams(
         n=n, temperature=settings.temperature, max_new_tokens=settings.max_new_tokens, seed=settings.seed
     )
-    was_training = policy.training
-    policy.eval()
-    try:
-        policy_out = TransformersSampler(policy, tokenizer, batch_size=settings.batch_size).generate(
-            prompts, params
-        )
-        ref_params = SamplingParams(**{**params.__dict__, "seed": settings.seed + 1})
-        ctx = _adapter_disabled(reference) if reference_is_adapter else contextlib.nullcontext()
-        with ctx:
-            ref_out = TransformersSampler(reference, tokenizer, batch_size=settings.batch_size).generate(
-                prompts, ref_params
-            )
-        kl, ratio = kl_on_samples(
-            policy, reference, tokenizer, prompts, policy_out, reference_is_adapter=reference_is_adapter
-        )
-    finally:
-        policy.train(was_training)
+    ref_out = reference.generate(prompts, replace(params, seed=settings.seed + 1))
+    policy_out = policy.generate(prompts, params)
+    kl, ratio = kl_on_samples(policy, reference, policy_out, temperature=settings.temperature)
     pol_texts, ref_texts = policy_out.flat_texts(), ref_out.flat_texts()
     pol_rewards, ref_rewards = policy_out.score(reward), ref_out.score(reward)
     lengths = torch.tensor([len(ids) for per in policy_out.token_ids for ids in per], dtype=torch.float64)
@@ -165,6 +181,8 @@ def evaluate(
         "samples_per_prompt": n,
         "num_samples": len(pol_texts),
         "seed": settings.seed,
+        "temperature": settings.temperature,
+        "max_new_tokens": settings.max_new_tokens,
     }
     if harmful_fn is not None:
         result["harmful_rate"] = float(harmful_fn(pol_texts).double().mean())
@@ -177,30 +195,27 @@ def evaluate(
         {"prompt": prompts[i], "policy": policy_out.texts[i][0], "reference": ref_out.texts[i][0]}
         for i in range(min(5, len(prompts)))
     ]
-    result["_rewards"] = (pol_rewards.flatten().tolist(), ref_rewards.flatten().tolist())
+    result["_samples"] = {"reward": pol_rewards, "reference_reward": ref_rewards, "kl": kl}
     return result
 
 
+def eval_payload(result: dict[str, Any]) -> dict[str, Any]:
+    """The eval.json keys of an `evaluate` result (its private per-sample tensors left out)."""
+    return {key: value for key, value in result.items() if not key.startswith("_")}
+
+
 def write_eval(result: dict[str, Any], output_dir: str | Path) -> Path:
-    """eval.json (without raw reward lists) and eval_rewards.png (reward histograms, policy vs reference)."""
+    """eval.json and eval_rewards.png (reward histograms, and the path in `eval_history.jsonl` to this result)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pol, ref = result.pop("_rewards", ([], []))
     path = out / "eval.json"
-    write_json_atomic(path, result)
-    if pol:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.hist([ref, pol], bins=30, label=["reference", "policy"], alpha=0.8)
-        ax.set_xlabel(f"{result['reward']} reward")
-        ax.set_ylabel("samples")
-        ax.set_title(f"win rate {result['win_rate']:.3f}, KL {result['kl']:.3f}")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "eval_rewards.png", dpi=110)
-        plt.close(fig)
+    write_json_atomic(path, eval_payload(result))
+    samples = result["_samples"]
+    plot_eval(
+        out / "eval_rewards.png",
+        result,
+        samples["reward"].flatten().tolist(),
+        samples["reference_reward"].flatten().tolist(),
+        read_history(out),
+    )
     return path

@@ -1,25 +1,33 @@
-"""Evaluation entry points: after a training run, and `alignment eval` on any saved model."""
+"""A recipe's evaluation of its policy: which judge, which reference, which backend, on which prompts.
+
+`RecipeEvaluator` turns the recipe's rules into two `Policy` objects and calls `evaluate`; the final
+evaluation after training (`evaluate_recipe_model`) and the periodic one during training
+(`alignment.eval.periodic`) share it, so both judge the same way:
+
+* judge — `evaluation.reward`; else the gold reward for on-policy runs (never the proxy they optimised),
+  else the recipe's reward (gold when the recipe has none);
+* reference — `evaluation.reference`; else the initial model `model.name_or_path`, which for LoRA runs is
+  the policy itself with its adapter off;
+* both policies sample through `evaluation.backend`, behind `evaluation.template` and
+  `evaluation.reference_template`.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from torch import nn
+
 from alignment.eval.gold import EvalSettings, evaluate, write_eval
+from alignment.eval.policy import Policy, make_policy
+from alignment.recipe.schema import Recipe, RewardConfig
 
 logger = logging.getLogger(__name__)
 
 
-def eval_prompts(spec, seed: int, *, key: str = "evaluation.prompts") -> list[str]:
-    """The distinct prompts of a prompt dataset spec, in order; errors name `key` (recipe path or flag)."""
-    from alignment.data.formats import prepare_for_method
-    from alignment.data.loading import load_dataset_spec
-
-    dataset, _ = prepare_for_method(load_dataset_spec(spec, seed=seed, key=key), ("prompts",), source=key)
-    return list(dict.fromkeys(dataset["prompt"]))
-
-
 def harmful_fn_for(reward_kind: str):
+    """The toy world's harmful-completion detector when the judge is its gold reward, else None."""
     if reward_kind != "gold":
         return None
     from alignment.toy.gold import is_harmful
@@ -27,7 +35,16 @@ def harmful_fn_for(reward_kind: str):
     return is_harmful
 
 
-def load_saved_policy(recipe, *, uses_adapter: bool):
+def judge_reward_config(recipe: Recipe) -> RewardConfig:
+    """The reward that judges the run (see the module docstring)."""
+    if recipe.evaluation.reward is not None:
+        return recipe.evaluation.reward
+    if recipe.data.source == "on_policy" or recipe.reward.kind == "none":
+        return RewardConfig(kind="gold")
+    return recipe.reward
+
+
+def load_saved_policy(recipe: Recipe, *, uses_adapter: bool):
     """The trained policy as saved in recipe.output_dir (the base + saved adapter for LoRA runs).
 
     For a ZeRO-3 run, where no rank holds the whole trained model: call it on one rank once training is
@@ -55,32 +72,86 @@ def load_saved_policy(recipe, *, uses_adapter: bool):
     return PeftModel.from_pretrained(base, recipe.output_dir)
 
 
-def evaluate_recipe_model(recipe, model, tokenizer, *, uses_adapter: bool) -> dict[str, Any]:
-    """Evaluate the trained `model` against the recipe's reference; writes output_dir/eval.json."""
-    from alignment.models import load_causal_lm
-    from alignment.rewards.base import build_reward
+class RecipeEvaluator:
+    """The recipe's evaluation of any model of its run (live during training, or trained).
 
-    unwrapped = getattr(model, "module", model)
-    reference = (
-        unwrapped
-        if uses_adapter
-        else load_causal_lm(
-            recipe.model.name_or_path,
-            revision=recipe.model.revision,
-            trust_remote_code=recipe.model.trust_remote_code,
-            dtype=recipe.model.dtype,
-        ).to(next(unwrapped.parameters()).device)
-    )
-    reward_config = recipe.reward if recipe.reward.kind != "none" else type(recipe.reward)(kind="gold")
-    result = evaluate(
-        unwrapped,
-        reference,
-        tokenizer,
-        eval_prompts(recipe.evaluation.prompts, recipe.evaluation.seed),
-        build_reward(reward_config),
-        EvalSettings.from_config(recipe.evaluation),
-        reference_is_adapter=uses_adapter,
-        harmful_fn=harmful_fn_for(reward_config.kind),
-    )
+    Prompts, judge and settings are loaded once, when it is built (so a bad prompt file or reward fails before
+    training); a reference model other than the policy is loaded at the first call and kept for the next.
+    """
+
+    def __init__(self, recipe: Recipe, tokenizer, *, uses_adapter: bool):
+        from alignment.data.prompts import distinct_prompts
+        from alignment.rewards.base import build_reward
+
+        evaluation = recipe.evaluation
+        self.recipe = recipe
+        self.tokenizer = tokenizer
+        self.uses_adapter = uses_adapter
+        self.reward_config = judge_reward_config(recipe)
+        self.reward = build_reward(self.reward_config)
+        self.prompts = distinct_prompts(evaluation.prompts, evaluation.seed)
+        self.settings = EvalSettings.from_config(evaluation)
+        self._reference: tuple[nn.Module, Any] | None = None  # (model, tokenizer) once loaded
+
+    def __call__(self, model: nn.Module) -> dict[str, Any]:
+        """`model` (the run's policy; a DDP/DeepSpeed wrapper is looked through) against the reference."""
+        model = getattr(model, "module", model)
+        evaluation, initial = self.recipe.evaluation, self.recipe.model.name_or_path
+        policy = self._policy(model, self.tokenizer, initial, template=evaluation.template)
+        if evaluation.reference is None and self.uses_adapter:
+            reference = self._policy(
+                model, self.tokenizer, initial, template=evaluation.reference_template, adapter_disabled=True
+            )
+        else:
+            if self._reference is None:
+                self._reference = self._load_reference(next(model.parameters()).device)
+            ref_model, ref_tokenizer = self._reference
+            reference = self._policy(
+                ref_model,
+                ref_tokenizer,
+                evaluation.reference or initial,
+                template=evaluation.reference_template,
+            )
+        return evaluate(
+            policy,
+            reference,
+            self.prompts,
+            self.reward,
+            self.settings,
+            harmful_fn=harmful_fn_for(self.reward_config.kind),
+        )
+
+    def _policy(self, model: nn.Module, tokenizer, model_dir: str, **kwargs: Any) -> Policy:
+        """A policy sampled through `evaluation.backend`; a vLLM engine starts from `model_dir`, a checkpoint
+        of the model's architecture, and gets the model's weights pushed before each sampling."""
+        return make_policy(
+            model,
+            tokenizer,
+            backend=self.recipe.evaluation.backend,
+            model_dir=model_dir,
+            sampling_config=self.recipe.sampling,
+            **kwargs,
+        )
+
+    def _load_reference(self, device) -> tuple[nn.Module, Any]:
+        from alignment.models import load_causal_lm, load_tokenizer
+
+        m = self.recipe.model
+        name = self.recipe.evaluation.reference
+        if name is None:  # the initial model, exactly as the run loaded it
+            model = load_causal_lm(
+                m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, dtype=m.dtype
+            )
+            return model.to(device), self.tokenizer
+        model = load_causal_lm(name, trust_remote_code=m.trust_remote_code, dtype=m.dtype)
+        return model.to(device), load_tokenizer(name, trust_remote_code=m.trust_remote_code)
+
+
+def evaluate_recipe_model(
+    recipe: Recipe, model: nn.Module, tokenizer, *, uses_adapter: bool
+) -> dict[str, Any]:
+    """The final evaluation: the trained `model` against the recipe's reference; writes output_dir/eval.json
+    and eval_rewards.png (with the path of `eval_history.jsonl` when the run evaluated during training)."""
+    result = RecipeEvaluator(recipe, tokenizer, uses_adapter=uses_adapter)(model)
     write_eval(result, recipe.output_dir)
     return result

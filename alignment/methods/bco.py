@@ -14,16 +14,21 @@ import numpy as np
 import torch
 
 from alignment.embedders import embed_prompts
-from alignment.losses.bco import RewardShift, bco_loss, fit_density_ratio_classifier
-from alignment.methods import MethodSpec, register
+from alignment.losses.bco import (
+    DensityRatioClassifier,
+    RewardShift,
+    bco_loss,
+    fit_density_ratio_classifier,
+)
 from alignment.methods.objective import (
     BuildContext,
     LossOutput,
     Objective,
-    local_sum,
+    StepContext,
     unpaired_examples,
     unpaired_metrics,
 )
+from alignment.methods.spec import MethodSpec, register
 from alignment.recipe.fields import check, param
 
 
@@ -75,8 +80,8 @@ class BCOObjective(Objective):
     δ = ½(mean₊ + mean₋) of the implicit rewards, from class-balanced running means updated before each
     training loss (so δ includes the current batch, as in the reference code) and never in evaluation;
     `delta: pooled` reproduces the reference code's pooled cumulative mean. UDM: a balanced logistic
-    regression on prompt embeddings, fitted once on `udm_prompt_sample_size` prompts per class, gives
-    w(x) = clamp(p/(1−p), min_density_ratio, max_density_ratio) on thumbs-down examples (v1 §4.3).
+    regression on prompt embeddings, fitted once on `udm_prompt_sample_size` training prompts per class,
+    gives w(x) = clamp(p/(1−p), min_density_ratio, max_density_ratio) on thumbs-down examples (v1 §4.3).
     """
 
     num_completions = 1
@@ -86,44 +91,63 @@ class BCOObjective(Objective):
         super().__init__(params)
         self.shift = RewardShift(mode=params.delta, decay=params.delta_ema_decay)
         self.embedder_used: str | None = None
+        self.udm_classifier: DensityRatioClassifier | None = None
 
     @property
     def delta(self) -> float:
         return self.shift.delta
 
     def build_examples(self, dataset, ctx: BuildContext):
+        """Rows -> (y,) completions with `label` and `udm_weight` (1 everywhere without UDM).
+
+        The run builds the training set first: with UDM its prompts fit the classifier, and every dataset
+        built later (the eval set) is weighted by that same classifier (see `udm_weights`).
+        """
         dataset = unpaired_examples(dataset, with_mismatched=False, seed=ctx.seed, max_length=ctx.max_length)
         weights = self.udm_weights(dataset, ctx) if self.params.udm else [1.0] * len(dataset)
         return self.keep_columns(dataset.add_column("udm_weight", weights))
 
     def udm_weights(self, dataset, ctx: BuildContext) -> list[float]:
-        """Fit the prompt classifier once and weight every thumbs-down example (desirable ones get 1)."""
+        """w(x) for every thumbs-down example, 1 for desirable ones.
+
+        The weights correct the *training* data's prompt shift p₊(x)/p₋(x), so the classifier is fitted once,
+        on the first dataset built (the training set), and reused with the same embedder for every later one:
+        eval losses then weigh examples exactly as training does, and an eval set with one class or a handful
+        of prompts needs no classifier of its own.
+        """
         prompts, labels = dataset["prompt"], np.asarray(dataset["label"], dtype=bool)
         unique = sorted(set(prompts))
         embeddings, self.embedder_used = embed_prompts(
-            unique, kind=self.params.udm_embedder, policy=ctx.model, tokenizer=ctx.tokenizer
+            unique,
+            kind=self.embedder_used or self.params.udm_embedder,
+            policy=ctx.model,
+            tokenizer=ctx.tokenizer,
         )
         row_of = {p: i for i, p in enumerate(unique)}
         rows = np.asarray([row_of[p] for p in prompts])
-        rng = np.random.default_rng(ctx.seed)
-        size = self.params.udm_prompt_sample_size
-        pos = rng.choice(rows[labels], size=size, replace=True)  # with replacement, as the reference code
-        neg = rng.choice(rows[~labels], size=size, replace=True)
-        classifier = fit_density_ratio_classifier(embeddings[pos], embeddings[neg], seed=ctx.seed)
-        weights = classifier.weights(
+        if self.udm_classifier is None:
+            self.udm_classifier = self.fit_udm_classifier(embeddings, rows, labels, seed=ctx.seed)
+        weights = self.udm_classifier.weights(
             embeddings[rows], min_ratio=self.params.min_density_ratio, max_ratio=self.params.max_density_ratio
         ).numpy()
-        self.udm_summary = {
-            "embedder": self.embedder_used,
-            "mean_weight_undesirable": float(weights[~labels].mean()),
-        }
         return np.where(labels, 1.0, weights).tolist()
 
-    def loss(self, policy_logps, ref_logps, batch, *, training, all_reduce_sum=local_sum) -> LossOutput:
-        labels = batch["label"].bool()
+    def fit_udm_classifier(
+        self, embeddings: np.ndarray, rows: np.ndarray, labels: np.ndarray, *, seed: int
+    ) -> DensityRatioClassifier:
+        """Balanced logistic regression on `udm_prompt_sample_size` prompts per class, drawn with replacement
+        (as the reference code does); `rows` (N,) index each example's prompt in `embeddings`."""
+        rng = np.random.default_rng(seed)
+        size = self.params.udm_prompt_sample_size
+        pos = rng.choice(rows[labels], size=size, replace=True)
+        neg = rng.choice(rows[~labels], size=size, replace=True)
+        return fit_density_ratio_classifier(embeddings[pos], embeddings[neg], seed=seed)
+
+    def loss(self, policy_logps, ref_logps, ctx: StepContext) -> LossOutput:
+        labels = ctx.batch["label"].bool()
         rewards = (self.params.beta * (policy_logps[:, 0] - ref_logps[:, 0])).detach().double()
-        if training:
-            sums = all_reduce_sum(
+        if ctx.training:
+            sums = ctx.all_reduce_sum(
                 torch.stack(
                     [
                         rewards[labels].sum(),
@@ -134,7 +158,7 @@ class BCOObjective(Objective):
                 )
             )
             self.shift.update_from_sums(*sums.tolist())
-        weights = batch["udm_weight"].to(policy_logps.dtype) if self.params.udm else None
+        weights = ctx.batch["udm_weight"].to(policy_logps.dtype) if self.params.udm else None
         out = bco_loss(
             policy_logps[:, 0],
             ref_logps[:, 0],
@@ -144,7 +168,7 @@ class BCOObjective(Objective):
             udm_weights=weights,
         )
         metrics = unpaired_metrics(out.rewards, labels, policy_logps[:, 0])
-        metrics["delta"] = torch.tensor(self.shift.delta)
+        metrics["delta"] = torch.tensor(self.shift.delta, device=out.losses.device)  # stacked with the others
         return LossOutput(out.losses.mean(), metrics)
 
     def state_dict(self) -> dict:
@@ -159,7 +183,6 @@ register(
         name="bco",
         params=BCOParams,
         formats=("unpaired", "paired"),
-        kind="offline",
         description="Binary Classifier Optimization: BCE with reward shift, optional UDM (Jung et al. 2024).",
         objective=BCOObjective,
     )

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alignment.losses.d2o import d2o_loss
-from alignment.methods import MethodSpec, register
-from alignment.methods.objective import BuildContext, LossOutput, Objective, local_sum
+from alignment.methods.objective import BuildContext, LossOutput, Objective, StepContext
+from alignment.methods.spec import MethodSpec, register
 from alignment.policy.batching import COMPLETIONS
 from alignment.recipe.fields import check, param
 from alignment.sampling.factory import sampling_params_from_config
@@ -56,7 +56,7 @@ class D2OObjective(Objective):
 
         return self.keep_columns(dataset.map(attach, desc="D²O: attaching reference samples"))
 
-    def loss(self, policy_logps, ref_logps, batch, *, training, all_reduce_sum=local_sum) -> LossOutput:
+    def loss(self, policy_logps, ref_logps, ctx: StepContext) -> LossOutput:
         k = self.params.num_samples
         out = d2o_loss(
             policy_logps[:, :k],
@@ -82,7 +82,6 @@ register(
         name="d2o",
         params=D2OParams,
         formats=("negatives", "paired", "unpaired"),
-        kind="offline",
         description="Distributional Dispreference Optimization: negatives vs K self-samples "
         "(Duan et al. 2024).",
         objective=D2OObjective,

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import torch
 
 from alignment.losses.dpo import PreferenceLossOutput, dpo_loss
-from alignment.methods import MethodSpec, register
 from alignment.methods.objective import (
     BuildContext,
     LossOutput,
     Objective,
-    local_sum,
+    StepContext,
     paired_examples,
     pairwise_metrics,
 )
+from alignment.methods.spec import MethodSpec, register
 from alignment.recipe.fields import check, param
 
 
@@ -59,8 +59,8 @@ class DPOObjective(Objective):
             label_smoothing=self.params.label_smoothing,
         )
 
-    def loss(self, policy_logps, ref_logps, batch, *, training, all_reduce_sum=local_sum) -> LossOutput:
-        out = self.pair_losses(policy_logps, ref_logps, batch)
+    def loss(self, policy_logps, ref_logps, ctx: StepContext) -> LossOutput:
+        out = self.pair_losses(policy_logps, ref_logps, ctx.batch)
         return LossOutput(
             out.losses.mean(), pairwise_metrics(out.chosen_rewards, out.rejected_rewards, policy_logps)
         )
@@ -71,7 +71,7 @@ register(
         name="dpo",
         params=DPOParams,
         formats=("paired",),
-        kind="offline",
+        sources=("static", "on_policy"),
         description="Direct Preference Optimization on chosen/rejected pairs (Rafailov et al. 2023).",
         objective=DPOObjective,
     )

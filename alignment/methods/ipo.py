@@ -10,8 +10,8 @@ import torch
 
 from alignment.losses.dpo import PreferenceLossOutput
 from alignment.losses.ipo import ipo_loss
-from alignment.methods import MethodSpec, register
 from alignment.methods.dpo import DPOObjective
+from alignment.methods.spec import MethodSpec, register
 from alignment.recipe.fields import check, param
 
 
@@ -56,7 +56,7 @@ register(
         name="ipo",
         params=IPOParams,
         formats=("paired",),
-        kind="offline",
+        sources=("static", "on_policy"),
         description="Identity Preference Optimization: squared loss on the log-ratio gap (Azar et al. 2024).",
         objective=IPOObjective,
     )

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import torch
 
 from alignment.losses.kto import kto_loss, kto_reference_point_from_sums
-from alignment.methods import MethodSpec, register
 from alignment.methods.objective import (
     BuildContext,
     LossOutput,
     Objective,
-    local_sum,
+    StepContext,
     unpaired_examples,
     unpaired_metrics,
 )
+from alignment.methods.spec import MethodSpec, register
 from alignment.recipe.fields import check, param
 
 
@@ -55,9 +55,9 @@ class KTOObjective(Objective):
             unpaired_examples(dataset, with_mismatched=True, seed=ctx.seed, max_length=ctx.max_length)
         )
 
-    def loss(self, policy_logps, ref_logps, batch, *, training, all_reduce_sum=local_sum) -> LossOutput:
+    def loss(self, policy_logps, ref_logps, ctx: StepContext) -> LossOutput:
         mismatched = (policy_logps[:, 1] - ref_logps[:, 1]).detach().double()
-        total = all_reduce_sum(
+        total = ctx.all_reduce_sum(
             torch.stack(
                 [
                     mismatched.sum(),
@@ -66,7 +66,7 @@ class KTOObjective(Objective):
             )
         )
         z0 = kto_reference_point_from_sums(total[0], total[1])
-        labels = batch["label"].bool()
+        labels = ctx.batch["label"].bool()
         out = kto_loss(
             policy_logps[:, 0],
             ref_logps[:, 0],
@@ -86,7 +86,6 @@ register(
         name="kto",
         params=KTOParams,
         formats=("unpaired", "paired"),
-        kind="offline",
         description="Kahneman-Tversky Optimization on thumbs-up/down examples (Ethayarajh et al. 2024).",
         objective=KTOObjective,
     )

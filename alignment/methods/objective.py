@@ -3,8 +3,14 @@
 A method is small: a params dataclass, the data formats it takes, and an `Objective` subclass with two
 jobs — `build_examples` (tokenized rows -> rows with a `completion_ids` list of C completions, plus any
 per-example numbers such as labels or density-ratio weights) and `loss` (policy and reference log-probs of
-shape (B, C) -> a scalar loss and detached metrics). Everything else — batching, the forward pass,
-reference handling, logging, checkpoints, DeepSpeed — lives once in the trainer.
+shape (B, C) and a `StepContext` -> a scalar loss and detached metrics). Everything else — batching, the
+forward pass, reference handling, logging, checkpoints, DeepSpeed — lives once in the trainer.
+
+The step context is what lets methods beyond fixed pairwise losses be written as an objective: training
+progress (SPA's warm-up, schedules), collectives (KTO's batch KL point, a rolling quantile over all
+processes), the batch's extra columns (labels, UDM weights, experience scores and behaviour log-probs from
+the on-policy stage) and, on request (`needs_token_logps`), the policy's per-token log-probs (per-token
+importance ratios).
 """
 
 from __future__ import annotations
@@ -19,12 +25,32 @@ import torch
 
 from alignment.policy.batching import COMPLETIONS
 
-AllReduceSum = Callable[[torch.Tensor], torch.Tensor]
+Collective = Callable[[torch.Tensor], torch.Tensor]
 
 
-def local_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """The single-process all-reduce: identity."""
+def local_collective(tensor: torch.Tensor) -> torch.Tensor:
+    """A collective over one process: the all-reduce sum and the all-gather are both the identity."""
     return tensor
+
+
+@dataclass
+class StepContext:
+    """Everything one `Objective.loss` call may read besides the (B, C) log-probs."""
+
+    batch: dict[str, Any]  # `sequences` (SequenceBatch) + example columns, each (B, ...) on the loss's device
+    training: bool  # False in evaluation: stateful objectives (BCO's reward shift) must not update
+    step: int = 0  # optimizer steps completed before this one
+    total_steps: int = 0  # optimizer steps planned for the run (0: unknown, e.g. outside a trainer)
+    all_reduce_sum: Collective = local_collective  # sums a tensor over data-parallel processes
+    all_gather: Collective = local_collective  # concatenates (N_i, ...) tensors of all processes along dim 0
+    # (M,) policy log-prob of every completion token, only when the objective sets `needs_token_logps`;
+    # `batch["sequences"].target_seq` (M,) names each token's sequence (b·C + c)
+    policy_token_logps: torch.Tensor | None = None
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done before this step, in [0, 1]; 0 when the total is unknown."""
+        return self.step / self.total_steps if self.total_steps > 0 else 0.0
 
 
 @dataclass
@@ -51,6 +77,12 @@ class Objective(ABC):
     num_completions: int = 1
     #: extra per-example columns (numbers) the loss reads from the batch
     example_columns: tuple[str, ...] = ()
+    #: the trainer fills `StepContext.policy_token_logps` (costs nothing extra: the sums are made from them)
+    needs_token_logps: bool = False
+    #: on-policy data (`alignment.experience`): the registered labeller that scores the k samples of a
+    #: prompt, and the registered selector that keeps C = `num_completions` of them per example
+    labeller: str = "reward"
+    selector: str = "best_worst"
 
     def __init__(self, params: Any):
         self.params = params
@@ -60,16 +92,8 @@ class Objective(ABC):
         """Tokenized dataset (data-layer columns) -> dataset with `completion_ids` and `example_columns`."""
 
     @abstractmethod
-    def loss(
-        self,
-        policy_logps: torch.Tensor,
-        ref_logps: torch.Tensor,
-        batch: dict[str, Any],
-        *,
-        training: bool,
-        all_reduce_sum: AllReduceSum = local_sum,
-    ) -> LossOutput:
-        """(B, C) log-probs -> loss. `all_reduce_sum` sums a tensor over data-parallel processes."""
+    def loss(self, policy_logps: torch.Tensor, ref_logps: torch.Tensor, ctx: StepContext) -> LossOutput:
+        """(B, C) summed completion log-probs of the policy and the reference -> loss and metrics."""
 
     def state_dict(self) -> dict[str, Any]:
         """Training state beyond the weights (BCO's reward shift); saved in every checkpoint."""

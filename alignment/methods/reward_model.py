@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alignment.methods import MethodSpec, register
+from alignment.methods.spec import MethodSpec, register
 from alignment.recipe.fields import check, param
 
 

@@ -53,10 +53,14 @@ def sum_per_sequence(per_token: torch.Tensor, batch: SequenceBatch) -> torch.Ten
     return summed.view(batch.num_examples, batch.num_completions)
 
 
+def token_logps(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
+    """(M,) log-prob of every completion token (`batch.target_seq` names its sequence), one forward pass."""
+    return gather_logps(completion_logits(model, batch), batch.target_ids)
+
+
 def sequence_logps(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
     """(B, C) summed completion log-probs for every example and completion in one forward pass."""
-    token_logps = gather_logps(completion_logits(model, batch), batch.target_ids)
-    return sum_per_sequence(token_logps, batch)
+    return sum_per_sequence(token_logps(model, batch), batch)
 
 
 def sequence_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:

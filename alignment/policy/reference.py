@@ -8,6 +8,9 @@
   identical, spec pitfall 4), stored as a dataset column, and cached on disk keyed by the token ids'
   content hash and the model's weights hash. Later runs on the same data and model load the cache and hold
   no reference model at all.
+
+Which mode a run uses (``model.reference: auto`` resolved) is decided in one place,
+`alignment.recipe.schema.reference_mode`.
 """
 
 from __future__ import annotations
@@ -28,17 +31,6 @@ from alignment.policy.batching import COMPLETIONS, REF_LOGPS, build_padded_batch
 from alignment.policy.logps import sequence_logps
 
 logger = logging.getLogger(__name__)
-
-REFERENCE_MODES = ("adapter", "copy", "precomputed")
-
-
-def resolve_reference_mode(mode: str, *, uses_lora: bool, static_data: bool) -> str:
-    """'auto' → adapter for LoRA, precomputed for static datasets, a frozen copy otherwise (online data)."""
-    if mode != "auto":
-        return mode
-    if uses_lora:
-        return "adapter"
-    return "precomputed" if static_data else "copy"
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import dataclasses
 import re
 from typing import Any, ClassVar, Literal
 
+from alignment.data.prompts import template_problem
 from alignment.errors import RecipeError
 from alignment.recipe.fields import check, coerce, field_types, param, unknown_key_message
 
@@ -83,6 +84,11 @@ class ModelConfig:
     reference_cache_dir: str = param(
         ".cache/alignment/reference", help="Where precomputed reference log-probs are cached."
     )
+    disable_dropout: bool = param(
+        True,
+        help="Turn the model's dropout off (as TRL does), so the policy and its reference are one network at "
+        "the start; model.lora.dropout still applies to the adapter.",
+    )
 
     def __post_init__(self) -> None:
         check(bool(self.name_or_path), "name_or_path", "must not be empty")
@@ -121,6 +127,12 @@ class DatasetSpec:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataConfig:
     train: DatasetSpec = param(help="Training dataset (required), e.g. {name: toy-paired}.")
+    source: Literal["static", "on_policy"] | None = param(
+        None,
+        help="static: train on data.train as given; on_policy: take its unique prompts and train on samples "
+        "of the current policy, labelled by `reward:` every step (DPO/IPO: online DPO/IPO). Default: the "
+        "method's own.",
+    )
     eval: DatasetSpec | None = param(None, help="Optional evaluation dataset for the trainer's eval loss.")
     max_length: int = param(256, help="Maximum tokens of prompt + completion (the completion is cut first).")
     max_prompt_length: int = param(128, help="Maximum prompt tokens (prompts are cut from the left).")
@@ -212,23 +224,67 @@ def _eval_prompts() -> DatasetSpec:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvaluationConfig:
+    """Policy (the trained model, or `template` around it) against a reference policy, judged by a reward."""
+
     enabled: bool = param(True, help="Run the gold evaluation after training.")
     prompts: DatasetSpec = param(help="Evaluation prompts.", factory=_eval_prompts)
     num_prompts: int = param(256, help="Number of evaluation prompts.")
     samples_per_prompt: int = param(2, help="Completions sampled per evaluation prompt.")
-    max_new_tokens: int = param(48, help="Maximum generated tokens per evaluation completion.")
-    temperature: float = param(1.0, help="Evaluation sampling temperature.")
+    max_new_tokens: int = param(
+        48, help="Maximum generated tokens per evaluation completion (KL and rewards are of the cut ones)."
+    )
+    temperature: float = param(
+        1.0, help="Evaluation sampling temperature, > 0; the KL is that of the tempered distributions."
+    )
     seed: int = param(1234, help="Evaluation sampling seed.")
     best_of_n: list[int] = param(
         help="Also evaluate best-of-n sampling for these n (e.g. [1, 4, 16]).", factory=list
+    )
+    reward: RewardConfig | None = param(
+        None,
+        help="The judge (null: the recipe's reward, gold when it has none; always gold for on-policy runs, "
+        "which must not be judged by the proxy they optimised).",
+    )
+    reference: str | None = param(
+        None,
+        help="Reference model: an alias, directory or hub id (null: the initial model, model.name_or_path; "
+        "for LoRA runs the policy with its adapter off).",
+    )
+    template: str | None = param(
+        None, help="Prompt template of the evaluated policy, with {prompt} where the prompt goes."
+    )
+    reference_template: str | None = param(
+        None, help="Prompt template of the reference policy, with {prompt} where the prompt goes."
+    )
+    backend: Literal["transformers", "vllm"] = param(
+        "transformers", help="Sampling backend for both policies (the KL always uses transformers log-probs)."
+    )
+    every_n_steps: int | None = param(
+        None, help="Also evaluate every N optimizer steps during training (output_dir/eval_history.jsonl)."
     )
 
     def __post_init__(self) -> None:
         for name in ("num_prompts", "samples_per_prompt", "max_new_tokens"):
             check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        check(
+            self.temperature > 0,
+            "temperature",
+            f"must be > 0, got {self.temperature}: the evaluation KL is that of the sampled distributions, "
+            "which greedy decoding leaves infinite or undefined",
+        )
         for i, n in enumerate(self.best_of_n):
             check(n >= 1, f"best_of_n[{i}]", f"must be >= 1, got {n}")
+        check(
+            self.reward is None or self.reward.kind != "none",
+            "reward.kind",
+            "the evaluation needs a reward that scores completions (gold, model or function), got 'none'",
+        )
+        for name in ("template", "reference_template"):
+            problem = template_problem(getattr(self, name))
+            check(problem is None, name, problem or "")
+        if self.every_n_steps is not None:
+            check(self.every_n_steps >= 1, "every_n_steps", f"must be >= 1, got {self.every_n_steps}")
+            check(self.enabled, "every_n_steps", "needs evaluation.enabled: true")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -282,17 +338,25 @@ class Recipe:
             raise RecipeError("output_dir", "the only placeholder allowed is '{method}'") from None
         check(bool(self.output_dir), "output_dir", "must not be empty")
         spec = method_spec(self.method.name)
+        if self.data.source is None:  # resolved, so the saved recipe says which source the run used
+            object.__setattr__(self, "data", dataclasses.replace(self.data, source=spec.sources[0]))
+        check(
+            self.data.source in spec.sources,
+            "data.source",
+            f"method '{spec.name}' trains on {' or '.join(spec.sources)} data, got '{self.data.source}'",
+        )
+        formats = spec.formats_for(self.data.source)
         for key, ds in (("train", self.data.train), ("eval", self.data.eval)):
             if ds is not None and ds.format != "auto":
                 check(
-                    ds.format in spec.formats,
+                    ds.format in formats,
                     f"data.{key}.format",
-                    f"method '{spec.name}' reads {', '.join(spec.formats)} data, got '{ds.format}'",
+                    f"method '{spec.name}' reads {', '.join(formats)} data, got '{ds.format}'",
                 )
         check(
-            not (self.model.reference == "precomputed" and spec.kind == "online"),
+            not (self.model.reference == "precomputed" and self.data.source == "on_policy"),
             "model.reference",
-            f"'precomputed' needs static data; method '{spec.name}' samples on-policy "
+            f"'precomputed' needs static data; this '{spec.name}' run samples on-policy "
             "(use 'copy' or 'adapter')",
         )
 
@@ -303,7 +367,7 @@ def reference_mode(recipe: Recipe) -> Literal["copy", "adapter", "precomputed"]:
         return recipe.model.reference
     if recipe.model.lora.enabled:
         return "adapter"
-    return "precomputed" if method_spec(recipe.method.name).kind != "online" else "copy"
+    return "precomputed" if recipe.data.source == "static" else "copy"
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -1,6 +1,7 @@
 """Best-of-N (and worst-of-N) selection: sample n completions per prompt, keep the one the reward ranks
 highest (lowest with ``worst=True``). Used for rejection-sampling fine-tuning, for building on-policy
 preference pairs (best vs worst) and as an inference-time baseline to compare trained policies against.
+The pick is the shared best-of-n / worst-of-n selector of `alignment.experience.selectors`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from alignment.experience.selectors import best_or_worst
 from alignment.sampling.base import Completions, Sampler, SamplingParams
 
 
@@ -29,16 +31,17 @@ def best_of_n(
     """Sample ``n`` completions per prompt (``params.n`` is overridden) and select by ``reward.score``.
 
     ``reward`` is anything with ``score(prompts, completions) -> Tensor (B,)``; it is called once on the
-    P*n flattened pairs. Ties go to the lowest sample index (``argmax``/``argmin`` semantics).
+    P*n flattened pairs. Ties go to the lowest sample index.
     """
     from dataclasses import replace
 
     prompts = list(prompts)
     completions = sampler.generate(prompts, replace(params, n=n))
     all_rewards = completions.score(reward)
-    chosen = all_rewards.argmin(dim=1) if worst else all_rewards.argmax(dim=1)
+    selection = best_or_worst(worst=worst)(all_rewards)
+    chosen = selection.index[:, 0]
     texts = [completions.texts[p][int(i)] for p, i in enumerate(chosen)]
-    rewards = all_rewards.gather(1, chosen[:, None]).squeeze(1)
+    rewards = selection.gather(all_rewards)[:, 0]
     return BestOfN(
         prompts=prompts,
         texts=texts,

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from alignment.eval.run import eval_prompts
+    from alignment.data.prompts import distinct_prompts
     from alignment.models import load_causal_lm, load_tokenizer
     from alignment.recipe.schema import DatasetSpec, SamplingConfig
     from alignment.rewards.base import build_reward, reward_config_from_cli
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
     reward_config = reward_config_from_cli(args.reward, args.reward_model)
     reward = build_reward(reward_config)  # fails fast on a bad module:function, before any model loads
     spec = DatasetSpec(name=args.prompts, split=args.split, num_samples=args.num_prompts)
-    prompts = eval_prompts(spec, args.seed, key="--prompts")
+    prompts = distinct_prompts(spec, args.seed, key="--prompts")
     config = SamplingConfig(
         backend=args.backend,
         temperature=args.temperature,

@@ -4,7 +4,7 @@ One engine per process, created on first use and cached by model directory (star
 The engine runs **in-process** (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): weight pushes go through
 ``LLM.collective_rpc("reload_weights", ...)``, which then calls the worker's in-place reload on the same
 tensors instead of pickling every weight to an engine-core subprocess, and in-process is the mode in which
-the push was verified on the CPU backend (docs: /work/shared/notes/vllm_cpu.md).
+the push was verified on the CPU backend (docs/vllm.md: the vLLM facts these settings rely on).
 
 Identical inputs to the transformers backend: prompts are tokenized here with the same rule
 (`base.prompt_token_ids`) and passed as token ids; completions are decoded here with the same tokenizer

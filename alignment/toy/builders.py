@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from alignment.errors import DataError
+from alignment.experience.selectors import SELECTORS
 from alignment.sampling.base import SamplingParams
 from alignment.sampling.hf import TransformersSampler
 from alignment.toy.corpus import all_prompts, sample_completion, sample_prompts
@@ -38,9 +39,18 @@ BUILDERS_VERSION = 2  # part of every cache key: bump when a builder's output fo
 
 # --- sampling ---------------------------------------------------------------------------------------------
 
+
 def sample_completions(
-    model, tokenizer, prompts: Sequence[str], *, n: int = 1, seed: int = 0, temperature: float = 1.0,
-    max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 256, max_retries: int = 8,
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    n: int = 1,
+    seed: int = 0,
+    temperature: float = 1.0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    batch_size: int = 256,
+    max_retries: int = 8,
 ) -> list[list[str]]:
     """n sampled completions per prompt (P x n texts, decoded without EOS), through the library's sampler.
 
@@ -54,7 +64,9 @@ def sample_completions(
         empty = [(i, j) for i, per in enumerate(texts) for j, t in enumerate(per) if not t.strip()]
         if not empty:
             break
-        redo = sampler.generate([prompts[i] for i, _ in empty], replace(params, n=1, seed=seed + 7919 * retry))
+        redo = sampler.generate(
+            [prompts[i] for i, _ in empty], replace(params, n=1, seed=seed + 7919 * retry)
+        )
         for (i, j), per in zip(empty, redo.texts):
             texts[i][j] = per[0]
     return texts
@@ -85,6 +97,7 @@ def _sample(model: str, prompts: Sequence[str], n: int, seed: int, max_new_token
 
 # --- caching ----------------------------------------------------------------------------------------------
 
+
 def cache_root() -> Path:
     return Path(os.environ.get("ALIGNMENT_CACHE", Path.home() / ".cache" / "alignment")) / "toy-datasets"
 
@@ -94,7 +107,8 @@ def _cached(name: str, args: dict, build: Callable[[], dict[str, list]]):
     from datasets import Dataset, load_from_disk
 
     key_src = json.dumps(
-        {"builder": name, "version": BUILDERS_VERSION, "args": args, "model": _weights_sha(args["model"])}, sort_keys=True
+        {"builder": name, "version": BUILDERS_VERSION, "args": args, "model": _weights_sha(args["model"])},
+        sort_keys=True,
     )
     path = cache_root() / hashlib.sha256(key_src.encode()).hexdigest()[:24]
     if (path / "dataset_info.json").exists():
@@ -118,7 +132,10 @@ def _families(families: Sequence[str] | None) -> list[str] | None:
 
 # --- labelling --------------------------------------------------------------------------------------------
 
-def bradley_terry_prefers_first(r_a: torch.Tensor, r_b: torch.Tensor, temperature: float, seed: int) -> torch.Tensor:
+
+def bradley_terry_prefers_first(
+    r_a: torch.Tensor, r_b: torch.Tensor, temperature: float, seed: int
+) -> torch.Tensor:
     """(B,) bool: a beats b with P = sigmoid((r_a - r_b) / temperature); temperature 0 = the higher gold,
     exact ties broken by a fair coin."""
     g = torch.Generator().manual_seed(seed)
@@ -131,10 +148,16 @@ def bradley_terry_prefers_first(r_a: torch.Tensor, r_b: torch.Tensor, temperatur
 def _pairs(prompts: list[str], samples: list[list[str]], temperature: float, seed: int) -> dict[str, list]:
     """Every pair (i < j) among each prompt's samples, labelled by Bradley–Terry on gold; a prompt's pairs are
     consecutive rows (the reward-model trainer groups them, scoring each sample once)."""
-    flat = gold_reward([p for p, per in zip(prompts, samples) for _ in per], [t for per in samples for t in per])
+    flat = gold_reward(
+        [p for p, per in zip(prompts, samples) for _ in per], [t for per in samples for t in per]
+    )
     rows, offset = [], 0  # (prompt, sample i, sample j, flat index of i, flat index of j)
     for p, per in zip(prompts, samples):
-        rows += [(p, per[i], per[j], offset + i, offset + j) for i in range(len(per)) for j in range(i + 1, len(per))]
+        rows += [
+            (p, per[i], per[j], offset + i, offset + j)
+            for i in range(len(per))
+            for j in range(i + 1, len(per))
+        ]
         offset += len(per)
     ps, a, b = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
     r_a, r_b = flat[[r[3] for r in rows]], flat[[r[4] for r in rows]]
@@ -154,9 +177,17 @@ def threshold_labels(r: torch.Tensor, threshold: float | None, noise: float, see
 
 # --- builders ---------------------------------------------------------------------------------------------
 
+
 def toy_paired(
-    *, split: str = "train", seed: int = 0, n: int = 512, temperature: float = 0.0, samples_per_prompt: int = 2,
-    families: Sequence[str] | None = None, max_new_tokens: int = MAX_NEW_TOKENS, model: str = "toy-base",
+    *,
+    split: str = "train",
+    seed: int = 0,
+    n: int = 512,
+    temperature: float = 0.0,
+    samples_per_prompt: int = 2,
+    families: Sequence[str] | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    model: str = "toy-base",
 ):
     """n pairs ordered by Bradley-Terry on gold with `temperature` (0 = noiseless).
 
@@ -168,8 +199,15 @@ def toy_paired(
     k = samples_per_prompt
     if k < 2:
         raise DataError(f"toy-paired: samples_per_prompt must be >= 2 (a pair needs two samples), got {k}")
-    args = dict(split=split, seed=seed, n=n, temperature=temperature, families=_families(families),
-                max_new_tokens=max_new_tokens, model=model)
+    args = dict(
+        split=split,
+        seed=seed,
+        n=n,
+        temperature=temperature,
+        families=_families(families),
+        max_new_tokens=max_new_tokens,
+        model=model,
+    )
     if k != 2:  # k = 2 keeps the key it had before the argument existed, so those caches stay valid
         args["samples_per_prompt"] = k
 
@@ -182,13 +220,28 @@ def toy_paired(
 
 
 def toy_unpaired(
-    *, split: str = "train", seed: int = 0, n: int = 512, threshold: float | None = None, label_noise: float = 0.0,
-    families: Sequence[str] | None = None, max_new_tokens: int = MAX_NEW_TOKENS, model: str = "toy-base",
+    *,
+    split: str = "train",
+    seed: int = 0,
+    n: int = 512,
+    threshold: float | None = None,
+    label_noise: float = 0.0,
+    families: Sequence[str] | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    model: str = "toy-base",
 ):
     """n prompts, one base sample each; label = gold > threshold (default the pool median), flipped w.p. noise."""
     _check_split(split, ("train", "eval"))
-    args = dict(split=split, seed=seed, n=n, threshold=threshold, label_noise=label_noise,
-                families=_families(families), max_new_tokens=max_new_tokens, model=model)
+    args = dict(
+        split=split,
+        seed=seed,
+        n=n,
+        threshold=threshold,
+        label_noise=label_noise,
+        families=_families(families),
+        max_new_tokens=max_new_tokens,
+        model=model,
+    )
 
     def build():
         prompts = sample_prompts(n, seed=seed, split=split, families=families)
@@ -200,10 +253,16 @@ def toy_unpaired(
 
 
 def toy_unpaired_divergent(
-    *, split: str = "train", seed: int = 0, n: int = 512, overlap: float = 0.1,
+    *,
+    split: str = "train",
+    seed: int = 0,
+    n: int = 512,
+    overlap: float = 0.1,
     desirable_families: Sequence[str] = ("review", "advice"),
-    undesirable_families: Sequence[str] = ("story", "describe"), threshold: float | None = None,
-    max_new_tokens: int = MAX_NEW_TOKENS, model: str = "toy-base",
+    undesirable_families: Sequence[str] = ("story", "describe"),
+    threshold: float | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    model: str = "toy-base",
 ):
     """Unpaired data whose thumbs-up and thumbs-down prompts come from different family mixes (BCO's setting).
 
@@ -214,20 +273,34 @@ def toy_unpaired_divergent(
     _check_split(split, ("train", "eval"))
     if not 0.0 <= overlap <= 1.0:
         raise DataError(f"overlap must be in [0, 1], got {overlap}")
-    args = dict(split=split, seed=seed, n=n, overlap=overlap, desirable_families=list(desirable_families),
-                undesirable_families=list(undesirable_families), threshold=threshold,
-                max_new_tokens=max_new_tokens, model=model)
+    args = dict(
+        split=split,
+        seed=seed,
+        n=n,
+        overlap=overlap,
+        desirable_families=list(desirable_families),
+        undesirable_families=list(undesirable_families),
+        threshold=threshold,
+        max_new_tokens=max_new_tokens,
+        model=model,
+    )
 
     def build():
         groups = (list(desirable_families), list(undesirable_families))
         per_group = n + n // 4  # each group must supply ~n/2 rows of one label; the median split gives ~half
-        prompts = [p for i, fams in enumerate(groups) for p in sample_prompts(per_group, seed=seed + i, split=split,
-                                                                              families=fams)]
+        prompts = [
+            p
+            for i, fams in enumerate(groups)
+            for p in sample_prompts(per_group, seed=seed + i, split=split, families=fams)
+        ]
         texts = [s[0] for s in _sample(model, prompts, 1, seed, max_new_tokens)]
         labels = threshold_labels(gold_reward(prompts, texts), threshold, 0.0, seed + 1)
         # buckets[(group, label)]: row indices, group 0 = desirable families
-        buckets = {(g, lab): [i for i in range(len(prompts)) if i // per_group == g and labels[i] == lab]
-                   for g in (0, 1) for lab in (True, False)}
+        buckets = {
+            (g, lab): [i for i in range(len(prompts)) if i // per_group == g and labels[i] == lab]
+            for g in (0, 1)
+            for lab in (True, False)
+        }
         rng = random.Random(f"divergent-{seed}")
         half, rows = n // 2, []
         for lab, home in ((True, 0), (False, 1)):
@@ -235,42 +308,70 @@ def toy_unpaired_divergent(
             for g, k in ((home, half - n_away), (1 - home, n_away)):
                 pool = buckets[(g, lab)]
                 if k and not pool:
-                    raise DataError(f"no {'desirable' if lab else 'undesirable'} samples in family group {g}; "
-                                    "pass an explicit threshold")
+                    raise DataError(
+                        f"no {'desirable' if lab else 'undesirable'} samples in family group {g}; "
+                        "pass an explicit threshold"
+                    )
                 rows += rng.sample(pool, k) if k <= len(pool) else [rng.choice(pool) for _ in range(k)]
         rng.shuffle(rows)
-        return {"prompt": [prompts[i] for i in rows], "completion": [texts[i] for i in rows],
-                "label": [labels[i] for i in rows]}
+        return {
+            "prompt": [prompts[i] for i in rows],
+            "completion": [texts[i] for i in rows],
+            "label": [labels[i] for i in rows],
+        }
 
     return _cached("toy-unpaired-divergent", args, build)
 
 
 def toy_negatives(
-    *, split: str = "train", seed: int = 0, n: int = 256, samples_per_prompt: int = 4,
-    families: Sequence[str] | None = None, max_new_tokens: int = MAX_NEW_TOKENS, model: str = "toy-base",
+    *,
+    split: str = "train",
+    seed: int = 0,
+    n: int = 256,
+    samples_per_prompt: int = 4,
+    families: Sequence[str] | None = None,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    model: str = "toy-base",
 ):
     """prompt/rejected with harmful (insulting) rejected responses: the first harmful base sample of each
-    prompt, or a corpus-written insult where none of `samples_per_prompt` samples was harmful."""
+    prompt (worst-of-N by harmlessness, ties to the lowest index), or a corpus-written insult where none of
+    `samples_per_prompt` samples was harmful."""
     _check_split(split, ("train", "eval"))
-    args = dict(split=split, seed=seed, n=n, samples_per_prompt=samples_per_prompt,
-                families=_families(families), max_new_tokens=max_new_tokens, model=model)
+    args = dict(
+        split=split,
+        seed=seed,
+        n=n,
+        samples_per_prompt=samples_per_prompt,
+        families=_families(families),
+        max_new_tokens=max_new_tokens,
+        model=model,
+    )
 
     def build():
         prompts = sample_prompts(n, seed=seed, split=split, families=families)
         samples = _sample(model, prompts, samples_per_prompt, seed, max_new_tokens)
+        harmless = (~is_harmful([t for per in samples for t in per])).double().reshape(len(prompts), -1)
+        worst = SELECTORS.get("worst_of_n")(harmless)
+        picks, picked_harmless = worst.index[:, 0].tolist(), worst.gather(harmless)[:, 0].tolist()
         rng = random.Random(f"negatives-{seed}")
-        rejected = []
-        for p, s in zip(prompts, samples):
-            harmful = [t for t, h in zip(s, is_harmful(s).tolist()) if h]
-            rejected.append(harmful[0] if harmful else sample_completion(p, rng=rng, kind="harmful"))
+        rejected = [
+            s[j] if not clean else sample_completion(p, rng=rng, kind="harmful")
+            for p, s, j, clean in zip(prompts, samples, picks, picked_harmless)
+        ]
         return {"prompt": prompts, "rejected": rejected}
 
     return _cached("toy-negatives", args, build)
 
 
 def toy_selfie(
-    *, split: str = "seed", seed: int = 0, n_seed: int = 64, n_pool: int = 200, temperature: float = 0.0,
-    max_new_tokens: int = MAX_NEW_TOKENS, model: str = "toy-base",
+    *,
+    split: str = "seed",
+    seed: int = 0,
+    n_seed: int = 64,
+    n_pool: int = 200,
+    temperature: float = 0.0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    model: str = "toy-base",
 ):
     """split "seed": n_seed labelled pairs (as toy-paired); "pool0"/"pool1": n_pool unlabelled prompts each.
 
@@ -287,10 +388,22 @@ def toy_selfie(
         from datasets import Dataset
 
         return Dataset.from_dict({"prompt": chosen_prompts})
-    args = dict(split=split, seed=seed, n_seed=n_seed, n_pool=n_pool, temperature=temperature,
-                max_new_tokens=max_new_tokens, model=model)
-    return _cached("toy-selfie", args, lambda: _pairs(
-        chosen_prompts, _sample(model, chosen_prompts, 2, seed, max_new_tokens), temperature, seed + 1))
+    args = dict(
+        split=split,
+        seed=seed,
+        n_seed=n_seed,
+        n_pool=n_pool,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        model=model,
+    )
+    return _cached(
+        "toy-selfie",
+        args,
+        lambda: _pairs(
+            chosen_prompts, _sample(model, chosen_prompts, 2, seed, max_new_tokens), temperature, seed + 1
+        ),
+    )
 
 
 def toy_prompts(*, split: str = "train", seed: int = 0, n: int = 256, families: Sequence[str] | None = None):

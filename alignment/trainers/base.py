@@ -28,9 +28,9 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from alignment.files import write_json_atomic
-from alignment.methods.objective import Objective
+from alignment.methods.objective import Objective, StepContext
 from alignment.policy.batching import REF_LOGPS, SequenceBatch
-from alignment.policy.logps import sequence_logps
+from alignment.policy.logps import sequence_logps, sum_per_sequence, token_logps
 from alignment.policy.reference import reference_context
 
 STATE_FILE = "alignment_state.json"
@@ -152,12 +152,35 @@ class PreferenceTrainer(MetricsTrainer):
             return tensor
         return self.accelerator.reduce(tensor.detach().clone(), reduction="sum")
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        policy_logps = sequence_logps(model, inputs["sequences"])
-        ref_logps = self.reference_logps(model, inputs)
-        out = self.objective.loss(
-            policy_logps, ref_logps, inputs, training=model.training, all_reduce_sum=self._all_reduce_sum
+    def _all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every process's (N_i, ...) rows (N_i may differ: padded to the largest, then cut)."""
+        if self.accelerator.num_processes == 1:
+            return tensor
+        tensor = tensor.detach()
+        sizes = self.accelerator.gather(torch.tensor([tensor.shape[0]], device=tensor.device)).tolist()
+        padded = self.accelerator.pad_across_processes(tensor, dim=0)
+        rows = self.accelerator.gather(padded).split(padded.shape[0])
+        return torch.cat([r[:n] for r, n in zip(rows, sizes, strict=True)])
+
+    def step_context(self, inputs: dict[str, Any], *, training: bool) -> StepContext:
+        return StepContext(
+            batch=inputs,
+            training=training,
+            step=self.state.global_step,
+            total_steps=self.state.max_steps,
+            all_reduce_sum=self._all_reduce_sum,
+            all_gather=self._all_gather,
         )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ctx = self.step_context(inputs, training=model.training)
+        if self.objective.needs_token_logps:
+            ctx.policy_token_logps = token_logps(model, inputs["sequences"])
+            policy_logps = sum_per_sequence(ctx.policy_token_logps, inputs["sequences"])
+        else:
+            policy_logps = sequence_logps(model, inputs["sequences"])
+        ref_logps = self.reference_logps(model, inputs)
+        out = self.objective.loss(policy_logps, ref_logps, ctx)
         self._store_metrics(out.metrics, "train" if model.training else "eval")
         return (out.loss, out.metrics) if return_outputs else out.loss
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +42,7 @@ from alignment.errors import DataError
 from alignment.files import write_json_atomic
 from alignment.losses.reward import bradley_terry_loss
 from alignment.policy.batching import right_pad
-from alignment.recipe.load import dump_recipe, save_recipe
-from alignment.recipe.schema import Recipe, to_training_arguments
+from alignment.recipe.schema import Recipe
 from alignment.trainers.base import MetricsTrainer
 
 logger = logging.getLogger("alignment")
@@ -228,13 +226,23 @@ def label_temperature(spec) -> float | None:
     return float(spec.args.get("temperature", default))
 
 
+def pair_agreement(margin: torch.Tensor) -> torch.Tensor:
+    """Per pair, 1 where ``margin`` (a score of chosen minus rejected) is > 0, ½ where it is exactly 0, else 0.
+
+    A tie orders the pair no better than a fair coin, so every accuracy here (the model's, the gold's and the
+    ceiling's) counts it as ½: counted as 0 in one and ½ in another, the model's gap to the ceiling would be
+    off by half the fraction of tied pairs.
+    """
+    return torch.where(margin == 0, 0.5, (margin > 0).double())
+
+
 def label_ceiling(gold_margin: torch.Tensor, temperature: float) -> float:
     """Bayes-optimal accuracy: mean of max(p, 1 − p), p = σ(Δgold / T) the probability the label is as given.
 
     T = 0 labels by the higher gold reward, exact ties by a fair coin (so p is 1, 0 or 1/2).
     """
     if temperature == 0:
-        p = torch.where(gold_margin == 0, 0.5, (gold_margin > 0).double())
+        p = pair_agreement(gold_margin)
     else:
         p = torch.sigmoid(gold_margin / temperature)
     return float(torch.maximum(p, 1 - p).mean())
@@ -242,8 +250,8 @@ def label_ceiling(gold_margin: torch.Tensor, temperature: float) -> float:
 
 def accuracy_by_gold_term(prompts, chosen, rejected, agrees_with_gold, decided) -> dict[str, dict]:
     """For each toy gold term: over the held-out pairs the gold decides (no tie) where that term differs
-    between the two completions, how often the model orders the pair as the gold does (``accuracy``) and how
-    many such pairs there are (``pairs``). A term the model has not learned shows up well below the rest,
+    between the two completions, how often the model orders the pair as the gold does (``accuracy``; a pair's
+    ``agrees_with_gold`` is 1, ½ for a model tie, or 0) and how many such pairs there are (``pairs``). A term the model has not learned shows up well below the rest,
     e.g. matching the prompt's topic (on_topic/off_topic) against merely naming some topic."""
     from alignment.toy.gold import TERMS, gold_terms
 
@@ -260,7 +268,8 @@ def accuracy_by_gold_term(prompts, chosen, rejected, agrees_with_gold, decided) 
 def write_evaluation(recipe: Recipe, heldout, heldout_spec, summary: dict[str, Any]) -> dict[str, Any]:
     """Scores held-out pairs with the saved model and writes ``output_dir/eval.json``:
 
-    * ``heldout_accuracy``: fraction of held-out pairs where the model scores chosen above rejected;
+    * ``heldout_accuracy``: fraction of held-out pairs where the model scores chosen above rejected (ties
+      count ½, as in the ceiling);
     * ``num_heldout``; ``heldout_margin``: mean r_w − r_l over them;
     * ``ceiling``: Bayes-optimal accuracy given the labelling process (`label_ceiling`), toy builders with a
       Bradley–Terry temperature only, else null; ``label_temperature`` is that T;
@@ -276,7 +285,7 @@ def write_evaluation(recipe: Recipe, heldout, heldout_spec, summary: dict[str, A
     chosen = scorer.score(prompts, heldout["chosen"])
     rejected = scorer.score(prompts, heldout["rejected"])
     result: dict[str, Any] = {
-        "heldout_accuracy": float((chosen > rejected).double().mean()),
+        "heldout_accuracy": float(pair_agreement(chosen - rejected).mean()),
         "num_heldout": len(prompts),
         "heldout_margin": float((chosen - rejected).mean()),
         "ceiling": None,
@@ -288,133 +297,18 @@ def write_evaluation(recipe: Recipe, heldout, heldout_spec, summary: dict[str, A
         from alignment.toy.gold import gold_reward
 
         margin = gold_reward(prompts, heldout["chosen"]) - gold_reward(prompts, heldout["rejected"])
-        agree = torch.where(margin == 0, 0.5, (margin > 0).double())
         result.update(
             ceiling=label_ceiling(margin, temperature),
-            gold_accuracy=float(agree.mean()),
+            gold_accuracy=float(pair_agreement(margin).mean()),
             label_temperature=temperature,
             accuracy_by_term=accuracy_by_gold_term(
                 prompts,
                 heldout["chosen"],
                 heldout["rejected"],
-                agrees_with_gold=torch.sign(chosen - rejected) == torch.sign(margin),
+                agrees_with_gold=pair_agreement((chosen - rejected) * torch.sign(margin)),
                 decided=margin != 0,
             ),
         )
     result.update(summary)
     write_json_atomic(Path(recipe.output_dir) / "eval.json", result)
     return result
-
-
-# --------------------------------------------------------------------------------------------- run
-
-
-def print_dry_run(recipe: Recipe, train, heldout, train_groups, dropped: dict[str, int]) -> None:
-    from alignment.data.tokenize import length_stats
-
-    print("# resolved recipe\n" + dump_recipe(recipe))
-    print(f"# reward-model data: {len(train)} training pairs, {len(heldout)} held-out pairs")
-    print(f"  {group_summary(train_groups)}")
-    for name, ds in (("train", train), ("heldout", heldout)):
-        for c in COLUMNS:
-            lengths = torch.tensor([len(ids) for ids in ds[f"{c}_input_ids"]]).numpy()
-            print(f"  {name} {c}_tokens: {length_stats(lengths)}")
-    print(f"# dropped over data.max_length={recipe.data.max_length}: {dropped}")
-    print("dry run: recipe and data are valid; nothing was trained.")
-
-
-def group_summary(groups) -> str:
-    """One line: how many comparison groups, and the forward passes they save against one pair per group."""
-    sequences = sum(len(ids) for ids in groups["input_ids"])
-    pairs = sum(len(p) for p in groups["pairs"])
-    return (
-        f"{pairs} pairs in {len(groups)} comparison groups, {sequences} distinct sequences "
-        f"({sequences / max(1, 2 * pairs):.2f} of the forward passes of one pair per group)"
-    )
-
-
-def run_reward_model(recipe: Recipe, *, dry_run: bool = False) -> int:
-    from transformers import set_seed
-
-    from alignment.models import load_reward_model, load_tokenizer
-
-    tokenizer = load_tokenizer(
-        recipe.model.name_or_path,
-        revision=recipe.model.revision,
-        trust_remote_code=recipe.model.trust_remote_code,
-    )
-    train_pairs, heldout_pairs, heldout_spec = split_heldout(recipe, tokenizer)
-    length = {"max_length": recipe.data.max_length, "num_proc": recipe.data.num_proc}
-    train, dropped_train = tokenize_pairs(train_pairs, tokenizer, **length)
-    heldout, dropped_heldout = tokenize_pairs(heldout_pairs, tokenizer, **length)
-    max_group_size = recipe.method.params.max_group_size
-    train_groups = group_comparisons(train, max_group_size)
-    if dry_run:
-        dropped = {"train": dropped_train, "heldout": dropped_heldout}
-        print_dry_run(recipe, train, heldout, train_groups, dropped)
-        return 0
-    logger.info("reward-model training data: %s", group_summary(train_groups))
-    from alignment.run import resume_argument, setup_distributed
-
-    resume = resume_argument(recipe)  # a bad checkpoint path fails before the model loads
-    setup_distributed()
-    save_recipe(recipe, recipe.output_dir)
-    started = time.time()
-    seed = int(recipe.training.get("seed", 0))
-    set_seed(seed)  # the score head is freshly initialised
-    model = load_reward_model(
-        recipe.model.name_or_path,
-        revision=recipe.model.revision,
-        trust_remote_code=recipe.model.trust_remote_code,
-    )
-    model.config.pad_token_id = tokenizer.pad_token_id  # the scorer pads with the tokenizer's pad token
-    trainer = RewardModelTrainer(
-        model=model,
-        args=to_training_arguments(recipe),
-        train_dataset=train_groups,
-        eval_dataset=group_comparisons(heldout, max_group_size),
-        data_collator=ComparisonCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        center_rewards_coefficient=recipe.method.params.center_rewards_coefficient,
-    )
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(recipe.output_dir)
-    if not trainer.is_world_process_zero():
-        return 0
-    tokenizer.save_pretrained(recipe.output_dir)
-    train_seconds = time.time() - started
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    summary = {
-        "num_train": len(train),
-        "num_train_groups": len(train_groups),
-        "dropped_over_max_length": dropped_train + dropped_heldout,
-        "steps": trainer.state.global_step,
-        "train_loss_last": losses[-1] if losses else None,
-        "train_seconds": round(train_seconds, 1),
-        "seed": seed,
-    }
-    result = write_evaluation(recipe, heldout, heldout_spec, summary)
-    print_summary(recipe, result)
-    return 0
-
-
-def print_summary(recipe: Recipe, result: dict[str, Any]) -> None:
-    def fmt(value: Any) -> str:
-        return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    print(
-        f"\n== reward_model: {result['steps']} steps on {result['num_train']} pairs, output in {recipe.output_dir}"
-    )
-    if result["train_loss_last"] is not None:
-        print(f"   last train loss {result['train_loss_last']:.4f}, {result['train_seconds']} s")
-    print(
-        f"   held-out accuracy {fmt(result['heldout_accuracy'])} on {result['num_heldout']} pairs; "
-        f"label-noise ceiling {fmt(result['ceiling'])}; gold accuracy {fmt(result['gold_accuracy'])}"
-    )
-    if result["ceiling"] is not None and not math.isnan(result["ceiling"]):
-        print(f"   gap to ceiling {result['ceiling'] - result['heldout_accuracy']:+.4f}")
-    by_term = result.get("accuracy_by_term") or {}
-    if by_term:
-        cells = ", ".join(f"{t} {v['accuracy']:.2f} ({v['pairs']})" for t, v in by_term.items())
-        print(f"   accuracy on pairs where a gold term differs (pairs): {cells}")
-    print(f"   wrote {Path(recipe.output_dir) / 'eval.json'}")

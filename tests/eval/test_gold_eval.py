@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from alignment.eval.gold import EvalSettings, best_of_n_win_rate, evaluate, pairwise_win_rate, write_eval
+from alignment.eval.policy import make_policy
 from alignment.models import load_causal_lm, load_tokenizer
 from alignment.rewards.base import FunctionReward
 from alignment.toy.corpus import all_prompts
@@ -36,11 +37,10 @@ def test_base_model_against_itself_is_a_coin_flip_with_zero_kl(tmp_path):
     """Two independent sample sets of the same model: win rate 0.50 ± 0.03 and KL exactly 0."""
     model, tokenizer = load_causal_lm("toy-base"), load_tokenizer("toy-base")
     prompts = all_prompts("eval")
-    settings = EvalSettings(
-        num_prompts=len(prompts), samples_per_prompt=6, seed=7, batch_size=256, best_of_n=(2,)
-    )
+    settings = EvalSettings(num_prompts=len(prompts), samples_per_prompt=6, seed=7, best_of_n=(2,))
+    policy = make_policy(model, tokenizer, batch_size=256)
     result = evaluate(
-        model, model, tokenizer, prompts, FunctionReward(gold_reward, "gold"), settings, harmful_fn=is_harmful
+        policy, policy, prompts, FunctionReward(gold_reward, "gold"), settings, harmful_fn=is_harmful
     )
     assert result["num_samples"] == 6 * len(prompts) >= 6 * 140
     assert abs(result["win_rate"] - 0.5) <= 0.03
@@ -65,7 +65,16 @@ def test_base_model_against_itself_is_a_coin_flip_with_zero_kl(tmp_path):
 def test_eval_command_writes_eval_json(tmp_path, capsys):
     from alignment.cli import main
 
-    argv = ["eval", "toy-base", "--num-prompts", "4", "--samples-per-prompt", "2", "--output-dir", str(tmp_path)]
+    argv = [
+        "eval",
+        "toy-base",
+        "--num-prompts",
+        "4",
+        "--samples-per-prompt",
+        "2",
+        "--output-dir",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["num_samples"] == 8 and 0.0 <= result["win_rate"] <= 1.0

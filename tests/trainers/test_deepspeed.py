@@ -26,18 +26,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from launching import REPO, free_port, run_logged
 
 pytestmark = [pytest.mark.deepspeed, pytest.mark.integration]
 
-REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "dpo.yaml"
 GLOBAL_BATCH = 8
 RTOL = 1e-5
@@ -51,24 +49,6 @@ OVERRIDES = [
     "evaluation.samples_per_prompt=2",
     "evaluation.max_new_tokens=16",
 ]
-LAUNCH_TIMEOUT = 600  # a hang (a collective on one rank) fails the test instead of blocking CI
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(cmd: list[str], out: Path, env: dict[str, str], cwd: Path) -> None:
-    log = out.with_suffix(".log")
-    with log.open("w") as f:
-        proc = subprocess.run(
-            cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=LAUNCH_TIMEOUT
-        )
-    if proc.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-40:])
-        raise AssertionError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{tail}")
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +69,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             cmd = [
                 sys.executable, "-m", "accelerate.commands.launch",
                 "--config_file", str(REPO / "recipes" / "accelerate" / f"{name}.yaml"),
-                "--main_process_port", str(_free_port()),
+                "--main_process_port", str(free_port()),
                 "-m", "alignment", str(RECIPE), *args,
                 f"training.per_device_train_batch_size={GLOBAL_BATCH // 2}",
             ]  # fmt: skip
         started = time.time()
-        _run(cmd, out, env, root)
+        run_logged(cmd, out, env, root)
         print(f"\n{name} run: {time.time() - started:.0f} s")  # shown with -s
         outputs[name] = out
     return outputs

@@ -11,15 +11,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from alignment.experience.labellers import RewardLabeller
+from alignment.experience.selectors import SELECTORS
+from alignment.experience.stage import make_experience
 from alignment.methods.dpo import DPOObjective, DPOParams
 from alignment.methods.ipo import IPOObjective, IPOParams
-from alignment.methods.online_dpo import OnlineDPOObjective, best_worst_pairs
-from alignment.methods.online_ipo import OnlineIPOObjective
+from alignment.methods.objective import StepContext
 from alignment.policy.batching import build_packed_batch
 from alignment.policy.logps import sequence_logps
 from alignment.recipe.load import recipe_from_dict
+from alignment.recipe.schema import method_spec
 from alignment.sampling.base import Completions, SamplingParams
-from alignment.trainers.online import make_experience
 
 
 class FixedSampler:
@@ -65,13 +67,11 @@ def test_pairs_are_best_and_worst_by_reward_and_ties_are_skipped(tiny_tokenizer)
         def score(self, prompts, texts):
             return torch.tensor([table[p, t] for p, t in zip(prompts, texts)], dtype=torch.float64)
 
-    from alignment.trainers.online import RewardLabeller
-
     exp = make_experience(
         completions.prompts,
         sampler=FixedSampler(completions),
         labeller=RewardLabeller(TableReward()),
-        select=OnlineDPOObjective(DPOParams()).select,
+        select=SELECTORS.get(method_spec("online_dpo").objective.selector),
         tokenizer=tiny_tokenizer,
         params=SamplingParams(n=3),
     )
@@ -87,19 +87,11 @@ def test_pairs_are_best_and_worst_by_reward_and_ties_are_skipped(tiny_tokenizer)
     assert metrics["online/reward_chosen"] == 3.5 and metrics["online/reward_rejected"] == -0.5
 
 
-def test_best_worst_pairs_with_two_samples():
-    rows, index, skipped = best_worst_pairs(torch.tensor([[0.2, 0.7], [1.0, 1.0], [3.0, -1.0]]))
-    assert rows.tolist() == [0, 2] and index.tolist() == [[1, 0], [0, 1]] and skipped == 1
-
-
 @pytest.mark.parametrize(
-    "online, offline, params",
-    [
-        (OnlineDPOObjective, DPOObjective, DPOParams(beta=0.3)),
-        (OnlineIPOObjective, IPOObjective, IPOParams(beta=0.2)),
-    ],
+    "method, offline, params",
+    [("online_dpo", DPOObjective, DPOParams(beta=0.3)), ("online_ipo", IPOObjective, IPOParams(beta=0.2))],
 )
-def test_trainer_loss_equals_offline_objective(tiny_model, tiny_tokenizer, tmp_path, online, offline, params):
+def test_trainer_loss_equals_offline_objective(tiny_model, tiny_tokenizer, tmp_path, method, offline, params):
     """OnlineTrainer.compute_loss on a packed (prompt ids + sampled ids) batch = the offline objective's loss
     on `sequence_logps` of the policy and the frozen reference (IPO: with its length normalisation)."""
     import copy
@@ -120,7 +112,7 @@ def test_trainer_loss_equals_offline_objective(tiny_model, tiny_tokenizer, tmp_p
         train_dataset=None,
         data_collator=PromptCollator(),
         processing_class=tiny_tokenizer,
-        objective=online(params),
+        objective=method_spec(method).objective(params),
         reference_mode="copy",
         ref_model=reference,
         sampler=TransformersSampler(tiny_model, tiny_tokenizer),
@@ -136,7 +128,7 @@ def test_trainer_loss_equals_offline_objective(tiny_model, tiny_tokenizer, tmp_p
     with torch.no_grad():
         ref_logps = sequence_logps(reference, batch)
     want = offline(params).loss(
-        sequence_logps(tiny_model, batch), ref_logps, {"sequences": batch}, training=True
+        sequence_logps(tiny_model, batch), ref_logps, StepContext(batch={"sequences": batch}, training=True)
     )
     torch.testing.assert_close(got, want.loss, rtol=0, atol=1e-6)
     assert want.loss.abs() > 0
@@ -256,3 +248,42 @@ def test_missing_reward_model_fails_before_the_policy_loads(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "reward.name_or_path" in err and "recipes/reward_model.yaml" in err
     assert loaded == []
+
+
+@pytest.mark.integration
+def test_dpo_on_policy_is_online_dpo(tiny_model_dir, tmp_path):
+    """recipes/dpo.yaml with `data.source=on_policy` (and the online recipe's data, sampling and reward) takes
+    the very steps recipes/online_dpo.yaml takes: the same losses and metrics at every step, bit for bit."""
+    from alignment.recipe.load import load_recipe
+    from alignment.run import run_recipe
+
+    repo = Path(__file__).resolve().parents[2]
+    shared = [
+        f"model.name_or_path={tiny_model_dir}",
+        "data.train={name: toy-prompts, args: {n: 16}}",
+        "reward={kind: gold}",
+        "training.max_steps=3",
+        "training.logging_steps=1",
+        "training.per_device_train_batch_size=4",
+        "sampling.max_new_tokens=12",
+        "evaluation.enabled=false",
+    ]
+    online = load_recipe(repo / "recipes" / "online_dpo.yaml", [*shared, f"output_dir={tmp_path / 'online'}"])
+    sampling = [f"sampling.{k}={v}" for k, v in vars(online.sampling).items() if k != "vllm"]
+    dpo = load_recipe(
+        repo / "recipes" / "dpo.yaml",
+        [*shared, *sampling, "data.source=on_policy", f"output_dir={tmp_path / 'dpo'}"],
+    )
+    assert dpo.method.name == "dpo" and dpo.data.source == online.data.source == "on_policy"
+    assert dpo.sampling == online.sampling and dpo.method.params == online.method.params
+    for recipe in (online, dpo):
+        assert run_recipe(recipe) == 0
+
+    def logged(out):
+        """Every step's logged numbers but the wall-clock ones."""
+        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history if "loss" in h]
+
+    got, want = logged(tmp_path / "dpo"), logged(tmp_path / "online")
+    assert [h["step"] for h in want] == [1, 2, 3] and len({h["loss"] for h in want}) > 1
+    assert got == want

@@ -163,11 +163,13 @@ def tiny_recipe(model_dir, output_dir, **data):
 
 def test_run_writes_a_model_the_scorer_loads(tiny_model_dir, tmp_path, toy_paired, capsys):
     from alignment.rewards.model import RewardModelScorer
-    from alignment.trainers.reward_model import run_reward_model
+    from alignment.run import run_recipe
 
     out = tmp_path / "rm"
-    assert run_reward_model(tiny_recipe(tiny_model_dir, out)) == 0
+    assert run_recipe(tiny_recipe(tiny_model_dir, out)) == 0
     assert (out / "recipe.yaml").exists() and (out / "model.safetensors").exists()
+    state = json.loads((out / "trainer_state.json").read_text())  # the final state, as policy runs write
+    assert state["global_step"] == 3 and any("loss" in h for h in state["log_history"])
     result = json.loads((out / "eval.json").read_text())
     for key in ("heldout_accuracy", "num_heldout", "ceiling", "gold_accuracy", "label_temperature"):
         assert key in result
@@ -191,12 +193,12 @@ def test_resume_from_checkpoint_ends_where_an_uninterrupted_run_does(tiny_model_
 
     from safetensors.torch import load_file, save_file
 
-    from alignment.trainers.reward_model import run_reward_model
+    from alignment.run import run_recipe
 
     def run(out, *overrides):
         recipe = tiny_recipe(tiny_model_dir, out)
         training = {**recipe.training, "lr_scheduler_type": "constant", "save_steps": 2, **dict(overrides)}
-        return run_reward_model(dataclasses.replace(recipe, training=training))
+        return run_recipe(dataclasses.replace(recipe, training=training))
 
     def weights(out):
         return load_file(out / "model.safetensors")
@@ -234,11 +236,11 @@ def test_heldout_split_is_by_prompt_and_keeps_the_training_order(tiny_model_dir,
 
 
 def test_dry_run_stops_before_the_model(tiny_model_dir, tmp_path, toy_paired, capsys):
-    from alignment.trainers.reward_model import run_reward_model
+    from alignment.run import run_recipe
 
     out = tmp_path / "rm"
     eval_spec = {"eval": {"name": "toy-paired", "split": "eval", "args": {"n": 16}}}
-    assert run_reward_model(tiny_recipe(tiny_model_dir, out, **eval_spec), dry_run=True) == 0
+    assert run_recipe(tiny_recipe(tiny_model_dir, out, **eval_spec), dry_run=True) == 0
     text = capsys.readouterr().out
     assert "48 training pairs, 16 held-out pairs" in text and "dry run" in text
     assert "48 pairs in 48 comparison groups" in text  # corpus_paired: one pair per prompt draw
@@ -276,3 +278,24 @@ def test_label_ceiling():
     )
     got = label_ceiling(torch.tensor([1.0, -1.0], dtype=torch.float64), 1.0)
     assert got == pytest.approx(1 / (1 + math.exp(-1)), abs=1e-12)
+
+
+def test_heldout_accuracy_counts_ties_as_half_like_the_ceiling(tmp_path, monkeypatch):
+    """Scores (chosen, rejected) = (2, 1), (1, 1), (0.5, 0.5), (3, 4): right, tie, tie, wrong, so the accuracy
+    is (1 + ½ + ½ + 0)/4 = 0.5, as `label_ceiling` counts a gold tie ½ (counted 0 it would read 0.25)."""
+    from types import SimpleNamespace
+
+    from alignment.rewards.model import RewardModelScorer
+    from alignment.trainers.reward_model import write_evaluation
+
+    scores = {"w0": 2.0, "l0": 1.0, "w1": 1.0, "l1": 1.0, "w2": 0.5, "l2": 0.5, "w3": 3.0, "l3": 4.0}
+    scorer = SimpleNamespace(
+        score=lambda prompts, completions: torch.tensor([scores[c] for c in completions])
+    )
+    monkeypatch.setattr(RewardModelScorer, "from_pretrained", classmethod(lambda cls, path: scorer))
+    heldout = {"prompt": ["p"] * 4, "chosen": ["w0", "w1", "w2", "w3"], "rejected": ["l0", "l1", "l2", "l3"]}
+    result = write_evaluation(
+        SimpleNamespace(output_dir=str(tmp_path)), heldout, SimpleNamespace(name="pairs.jsonl", args={}), {}
+    )
+    assert result["heldout_accuracy"] == 0.5
+    assert json.loads((tmp_path / "eval.json").read_text())["heldout_accuracy"] == 0.5

@@ -1,0 +1,58 @@
+"""Process-group setup and the few distributed questions the run lifecycle asks.
+
+Every launch goes through here once, before any `TrainingArguments` exist, so each method kind sees the
+same world size (see docs/deepspeed.md for the CPU facts this relies on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def deepspeed_launch() -> bool:
+    """True under `accelerate launch --config_file <a DeepSpeed config>`."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true"
+
+
+def launch_zero_stage() -> int:
+    """The ZeRO stage the accelerate launch configured (0: none), readable before any trainer exists."""
+    if not deepspeed_launch():
+        return 0
+    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "0") or 0)
+
+
+def setup_distributed() -> None:
+    """DeepSpeed launches: create accelerate's shared state before the Trainer (`use_configured_state`).
+
+    On CPU accelerate picks no backend without an accelerator, so give it gloo explicitly (without this every
+    rank believes it is alone and DeepSpeed rejects the batch sizes), and leave DeepSpeed's shared-memory
+    all-reduce out: it is a C++ op compiled on first use (40 s to minutes), and plain gloo is enough for CPU
+    runs. On GPU machines accelerate's own choice (nccl) stands.
+    """
+    import torch
+
+    if not deepspeed_launch():
+        return
+    from accelerate import PartialState
+
+    if torch.cuda.is_available():
+        PartialState()
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    PartialState(backend="gloo")
+
+
+def main_process_first():
+    """Rank 0 first, then the others (they then read its caches); a no-op outside distributed runs."""
+    from accelerate import PartialState
+
+    return PartialState().main_process_first() if PartialState._shared_state else contextlib.nullcontext()
+
+
+def zero_stage(trainer) -> int:
+    """The DeepSpeed ZeRO stage of the trainer's run, 0 without DeepSpeed."""
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    return int(plugin.zero_stage) if plugin is not None else 0

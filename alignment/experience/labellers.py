@@ -1,0 +1,255 @@
+"""Labellers: `Samples` -> (P, k) float64 scores, higher is better (the label step of the experience stage).
+
+Labellers are built *after* the policy, its reference and the sampler exist, so a labeller may score with
+the models being trained. The online run builds one with
+
+    build_labeller(name, LabellerContext(tokenizer=..., reward=..., policy=..., reference=..., beta=...))
+
+where `name` is the objective's `labeller` and the context carries every input any labeller may need
+(each labeller reads only its own). The recipe's reward is built earlier and handed over in the context,
+so a missing reward model still fails before the policy loads: `LABELLERS.get(name).needs_reward` tells
+the run whether to build one.
+
+`Labeller.prepare(prompts)` runs once before training with every training prompt (the online trainer calls
+it at the start of `train`), for labellers that sample and score ahead of time; the default does nothing.
+
+Registered names (`LABELLERS`):
+* ``reward`` — any `Reward` (gold, a function, a reward model) on the samples;
+* ``implicit`` — the implicit reward β·(log π(y|x) − log π_ref(y|x)) of one model against another, summed
+  over the sampled completion tokens (Selfie/SPA's "direct preference judgment", arXiv:2406.04412 eq. 7);
+* ``calibrated`` — the reward's empirical CDF among m reference samples of the same prompt (InfAlign/CTRL's
+  calibration step, arXiv:2412.19792).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from alignment.experience.samples import Samples
+from alignment.policy.batching import COMPLETIONS
+from alignment.policy.reference import compute_reference_logps, reference_context
+from alignment.registry import Registry
+from alignment.rewards.base import Reward
+from alignment.sampling.base import Sampler, SamplingParams
+from alignment.sampling.hf import TransformersSampler
+
+logger = logging.getLogger("alignment")
+
+
+@dataclass
+class LabellerContext:
+    """Everything a labeller may be built from; each labeller checks that what it needs is there."""
+
+    tokenizer: Any
+    reward: Reward | None = None  # the recipe's reward, built before the policy (a missing model fails fast)
+    policy: nn.Module | None = None  # the trained policy, the live module (implicit: π)
+    reference: nn.Module | None = None  # the frozen model compared against (implicit: π_ref; calibrated)
+    reference_is_adapter: bool = False  # the reference is `policy` with its LoRA adapter off (no `reference`)
+    beta: float = 0.1  # implicit reward scale
+    sampling_params: SamplingParams = field(default_factory=SamplingParams)  # calibrated: how z_m are drawn
+    reference_samples: int = 16  # calibrated: m reference samples per prompt
+    batch_size: int = 16  # implicit: examples per forward pass; calibrated: rows per generate call
+
+
+class Labeller(ABC):
+    """Scores samples; built from a `LabellerContext` by `build_labeller`."""
+
+    needs_reward: ClassVar[bool] = False  # whether `from_context` reads `LabellerContext.reward`
+
+    @classmethod
+    @abstractmethod
+    def from_context(cls, ctx: LabellerContext) -> Labeller:
+        """The labeller for this run; ValueError naming the missing input."""
+
+    def prepare(self, prompts: Sequence[str]) -> None:
+        """Once before training, with every training prompt (repeats allowed); nothing by default."""
+        del prompts
+
+    @abstractmethod
+    def __call__(self, samples: Samples) -> torch.Tensor:
+        """(P, k) float64 scores of every sample, on the CPU."""
+
+
+LABELLERS: Registry[type[Labeller]] = Registry("labeller")
+
+
+def build_labeller(name: str, ctx: LabellerContext) -> Labeller:
+    """The registered labeller `name` (an objective's `labeller`) built from `ctx`."""
+    return LABELLERS.get(name).from_context(ctx)
+
+
+def _require(value: Any, what: str, labeller: str) -> Any:
+    if value is None:
+        raise ValueError(f"labeller '{labeller}' needs {what}")
+    return value
+
+
+@LABELLERS.register("reward")
+class RewardLabeller(Labeller):
+    """Scores with any `Reward` on the P·k flattened (prompt, text) pairs."""
+
+    needs_reward = True
+
+    def __init__(self, reward: Reward):
+        self.reward = reward
+
+    @classmethod
+    def from_context(cls, ctx: LabellerContext) -> RewardLabeller:
+        return cls(_require(ctx.reward, "a reward (reward.kind must not be 'none')", "reward"))
+
+    def __call__(self, samples: Samples) -> torch.Tensor:
+        return samples.completions.score(self.reward).cpu()
+
+
+@LABELLERS.register("implicit")
+class ImplicitRewardLabeller(Labeller):
+    """β·(log π(y|x) − log π_ref(y|x)), log-probs summed over the sampled tokens, without length
+    normalisation (SPA's judge). Both models run in eval mode (no dropout) without gradients, through the
+    same summed log-prob forward as the precomputed reference (`compute_reference_logps`), so the score is
+    the DPO implicit reward of the sample.
+
+    In an online run π is the live policy, so the labels follow training; SPA's judge reference is the
+    initial model π_init, which is what `LabellerContext.reference` holds in an online run.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        reference: nn.Module | None,
+        *,
+        pad_token_id: int,
+        beta: float,
+        reference_is_adapter: bool = False,
+        batch_size: int = 16,
+    ):
+        if reference is None and not reference_is_adapter:
+            raise ValueError("labeller 'implicit' needs a reference model or an adapter reference")
+        self.model = model
+        self.reference = model if reference_is_adapter else reference
+        self.reference_mode = "adapter" if reference_is_adapter else "copy"
+        self.pad_token_id = pad_token_id
+        self.beta = beta
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_context(cls, ctx: LabellerContext) -> ImplicitRewardLabeller:
+        return cls(
+            _require(ctx.policy, "the policy", "implicit"),
+            ctx.reference,
+            pad_token_id=ctx.tokenizer.pad_token_id,
+            beta=ctx.beta,
+            reference_is_adapter=ctx.reference_is_adapter,
+            batch_size=ctx.batch_size,
+        )
+
+    def _logps(self, model: nn.Module, rows, mode: str) -> torch.Tensor:
+        return torch.from_numpy(
+            compute_reference_logps(
+                model, rows, pad_token_id=self.pad_token_id, batch_size=self.batch_size, mode=mode
+            )
+        )
+
+    def __call__(self, samples: Samples) -> torch.Tensor:
+        from datasets import Dataset
+
+        rows = Dataset.from_dict(
+            {"prompt_input_ids": samples.prompt_ids, COMPLETIONS: samples.completions.token_ids}
+        )
+        policy = self._logps(self.model, rows, "copy")  # "copy": a plain no-grad forward of `model`
+        return self.beta * (policy - self._logps(self.reference, rows, self.reference_mode))
+
+
+def empirical_cdf(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """(P, k) values, (P, m) reference values of the same prompts -> (P, k) in [0, 1]:
+    (1/m)·Σ_j 1[z_j < v] + ½·1[z_j = v], the fraction of reference values below v, ties counted half."""
+    diff = values.unsqueeze(2) - reference.unsqueeze(1)  # (P, k, m)
+    return ((diff > 0).double() + 0.5 * (diff == 0).double()).mean(dim=2)
+
+
+@LABELLERS.register("calibrated")
+class CalibratedRewardLabeller(Labeller):
+    """CTRL's calibrated reward C(x, y) = P_{z~π_ref(.|x)}[r(x,z) < r(x,y)] + ½·P[r(x,z) = r(x,y)], estimated
+    with m reference samples per training prompt (InfAlign, arXiv:2412.19792, "CTRL" step 1).
+
+    `prepare` samples the m completions of every training prompt from the frozen reference once, with the
+    run's sampling settings, and scores them; a sample's score is then its reward's empirical CDF among its
+    prompt's reference rewards (`empirical_cdf`), in {0, 1/2m, ..., 1}. Calibration removes per-prompt
+    offsets and any increasing rescaling of the reward, and under π_ref the score is uniform on [0, 1].
+
+    Where this follows the paper and where it deviates:
+    * the reference samples use the run's sampling settings (temperature, top-p, max_new_tokens), not
+      plain temperature-1 sampling: C then compares the policy's samples with reference samples drawn
+      the same way, which is what the win rate the run is judged by compares;
+    * the paper's transform Φ (identity for win rate, exp(t·u) for best-of-N, −exp(−t·u) for worst-of-N)
+      is not applied here: the labeller returns u = C, and a transform belongs to the objective that
+      chooses which inference-time win rate it optimises;
+    * the resolution is 1/(2m) and C saturates at 1 once a sample beats all m (the paper's pitfall 2):
+      choose m for the quantile that matters;
+    * every process samples references for every training prompt (not only its shard), so all processes
+      hold the same table; the cost is m samples per prompt per process, once.
+    """
+
+    needs_reward = True
+
+    def __init__(
+        self,
+        reward: Reward,
+        reference_sampler: Sampler,
+        params: SamplingParams,
+        *,
+        reference_scope: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ):
+        self.reward = reward
+        self.reference_sampler = reference_sampler
+        self.params = params  # n = m reference samples per prompt
+        self.reference_scope = reference_scope  # entered around sampling (an adapter reference: adapter off)
+        self.reference_rewards: dict[str, torch.Tensor] = {}  # prompt -> (m,) rewards of its z_1..z_m
+
+    @classmethod
+    def from_context(cls, ctx: LabellerContext) -> CalibratedRewardLabeller:
+        reward = _require(ctx.reward, "a reward (reward.kind must not be 'none')", "calibrated")
+        model = ctx.policy if ctx.reference_is_adapter else ctx.reference
+        model = _require(
+            model, "the reference model (or the policy, with an adapter reference)", "calibrated"
+        )
+        seed = ctx.sampling_params.seed
+        params = dataclasses.replace(  # the reference's own seed (as in evaluation): not the policy's draws
+            ctx.sampling_params, n=ctx.reference_samples, seed=None if seed is None else seed + 1
+        )
+        sampler = TransformersSampler(model, ctx.tokenizer, batch_size=ctx.batch_size)
+        if not ctx.reference_is_adapter:
+            return cls(reward, sampler, params)
+        return cls(
+            reward, sampler, params, reference_scope=functools.partial(reference_context, model, "adapter")
+        )
+
+    def prepare(self, prompts: Sequence[str]) -> None:
+        unique = list(dict.fromkeys(prompts))
+        with self.reference_scope():
+            completions = self.reference_sampler.generate(unique, self.params)
+        rewards = completions.score(self.reward).cpu()
+        self.reference_rewards = dict(zip(unique, rewards, strict=True))
+        logger.info(
+            "calibrated labeller: %d reference samples for each of %d prompts", self.params.n, len(unique)
+        )
+
+    def __call__(self, samples: Samples) -> torch.Tensor:
+        prompts = samples.completions.prompts
+        missing = [p for p in prompts if p not in self.reference_rewards]
+        if missing:
+            raise RuntimeError(
+                f"calibrated labeller: no reference samples for prompt {missing[0]!r} (prepare first)"
+            )
+        reference = torch.stack([self.reference_rewards[p] for p in prompts])
+        return empirical_cdf(samples.completions.score(self.reward).cpu(), reference)

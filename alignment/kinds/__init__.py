@@ -1,0 +1,31 @@
+"""Run kinds: what each kind of run adds to the one lifecycle (`alignment.lifecycle`).
+
+| kind | data | trainer |
+|---|---|---|
+| `static` | a tokenized preference dataset (DPO, IPO, KTO, BCO, D²O) | `PreferenceTrainer` |
+| `on_policy` | prompts; samples labelled and selected every step (online DPO/IPO) | `OnlineTrainer` |
+| `reward_model` | pairs → comparison groups | `RewardModelTrainer` |
+
+`kind_for(recipe)` picks one from the method and `data.source`; `alignment.run` only dispatches to it.
+"""
+
+from __future__ import annotations
+
+from alignment.lifecycle import RunKind
+
+
+def kind_for(recipe) -> RunKind:
+    """The run kind of a validated recipe."""
+    from alignment.recipe.schema import method_spec
+
+    if method_spec(recipe.method.name).kind == "reward_model":
+        from alignment.kinds.reward_model import RewardModelRun
+
+        return RewardModelRun(recipe)
+    if recipe.data.source == "on_policy":
+        from alignment.kinds.on_policy import OnPolicyRun
+
+        return OnPolicyRun(recipe)
+    from alignment.kinds.static import StaticRun
+
+    return StaticRun(recipe)

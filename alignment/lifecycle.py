@@ -1,0 +1,156 @@
+"""One run lifecycle for every method kind.
+
+    tokenizer → data (and --dry-run) → resume check → distributed setup → save recipe → callbacks
+    → build the models, TrainingArguments and the trainer, and train → save model, state and tokenizer → evaluate on rank 0 → summary
+
+The order matters for users: everything that can fail because of their input (recipe, data files, columns,
+formats, a resume path) is checked before any model loads, and `--dry-run` stops right after the data. A
+`RunKind` (static preference data, on-policy data, reward model, ...) supplies only its own steps; the
+sequence, its ordering guarantees and the outputs every run writes live here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alignment.distributed import deepspeed_launch, setup_distributed
+from alignment.errors import DataError
+from alignment.recipe.load import dump_recipe, save_recipe
+from alignment.recipe.schema import Recipe, to_training_arguments
+
+logger = logging.getLogger("alignment")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stderr
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def resume_argument(recipe: Recipe) -> str | bool | None:
+    """training.resume_from_checkpoint: a path, or 'last'/'true' for the newest complete checkpoint."""
+    value = recipe.training.get("resume_from_checkpoint")
+    if value is None:
+        return None
+    if str(value).lower() in ("true", "last"):
+        return True
+    if not Path(value).is_dir():
+        raise DataError(f"training.resume_from_checkpoint: '{value}' is not a checkpoint directory")
+    return str(value)
+
+
+def training_arguments(recipe: Recipe, args_class: type | None = None):
+    """TrainingArguments for the run. Under DeepSpeed they must use the process group `setup_distributed`
+    made (`use_configured_state`): otherwise each rank sees a world of one and DeepSpeed's batch-size check
+    fails. Resuming is the lifecycle's job (`resume_argument`), not the arguments'."""
+    extra: dict[str, Any] = {"resume_from_checkpoint": None}
+    if deepspeed_launch():
+        extra["accelerator_config"] = {"use_configured_state": True}
+    return to_training_arguments(recipe, args_class, **extra)
+
+
+def print_dry_run(recipe: Recipe, title: str, stats: dict[str, Any], truncation: str) -> None:
+    print("# resolved recipe\n" + dump_recipe(recipe))
+    print(f"# {title}")
+    for key, value in stats.items():
+        print(f"  {key}: {value}")
+    print(f"# truncation: {truncation}")
+    print("dry run: recipe and data are valid; nothing was trained.")
+
+
+class RunKind(ABC):
+    """The steps one kind of run supplies; `execute` calls them in the lifecycle's order."""
+
+    #: a TrainingArguments subclass the kind's trainer needs (None: TrainingArguments)
+    args_class: type | None = None
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+
+    @abstractmethod
+    def load_data(self, tokenizer) -> None:
+        """Load, validate and tokenize the data (no model may load here); keep it on `self`."""
+
+    @abstractmethod
+    def print_dry_run(self) -> None:
+        """The --dry-run report of the loaded data (`print_dry_run` for the common layout)."""
+
+    @abstractmethod
+    def build_trainer(self, tokenizer, make_args: Callable[[], Any]):
+        """The model(s) and the `transformers.Trainer` subclass that trains them.
+
+        `make_args()` gives the run's TrainingArguments. When it is called matters under ZeRO-3: once they
+        exist, `from_pretrained` loads partitioned (`zero.Init`), so a kind that needs a whole model before
+        training (precomputed reference log-probs) loads it first and calls `make_args` after."""
+
+    def callbacks(self, tokenizer) -> list:
+        """`TrainerCallback`s the kind adds to its trainer, built before any model loads (so their input
+        errors stop the run early); none by default."""
+        del tokenizer
+        return []
+
+    def after_training(self, trainer, seconds: float) -> None:
+        """Anything the kind writes once training is over, on every rank before the model is saved."""
+        del trainer, seconds
+
+    @abstractmethod
+    def evaluate(self, trainer, tokenizer, seconds: float) -> dict[str, Any] | None:
+        """Rank 0 only, after the model was saved: writes output_dir/eval.json; None when disabled."""
+
+    @abstractmethod
+    def print_summary(self, trainer, result: dict[str, Any] | None) -> None:
+        """The lines a user reads at the end (rank 0)."""
+
+
+def load_recipe_tokenizer(recipe: Recipe):
+    from alignment.models import load_tokenizer
+
+    return load_tokenizer(
+        recipe.model.name_or_path,
+        revision=recipe.model.revision,
+        trust_remote_code=recipe.model.trust_remote_code,
+    )
+
+
+def save_run(trainer, tokenizer, output_dir: str) -> None:
+    """Model (all ranks: under ZeRO-3 this gathers the shards), trainer_state.json, tokenizer (rank 0)."""
+    trainer.save_model(output_dir)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(output_dir)
+
+
+def execute(kind: RunKind, *, dry_run: bool = False) -> int:
+    """Run `kind`'s recipe through the whole lifecycle; returns the process exit code."""
+    recipe = kind.recipe
+    tokenizer = load_recipe_tokenizer(recipe)
+    kind.load_data(tokenizer)
+    if dry_run:
+        kind.print_dry_run()
+        return 0
+    resume = resume_argument(recipe)  # a bad checkpoint path fails before any model loads
+    setup_distributed()
+    save_recipe(recipe, recipe.output_dir)
+    callbacks = kind.callbacks(tokenizer)
+    started = time.time()
+    trainer = kind.build_trainer(tokenizer, lambda: training_arguments(recipe, kind.args_class))
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - started
+    kind.after_training(trainer, seconds)
+    save_run(trainer, tokenizer, recipe.output_dir)
+    logger.info("training finished in %.1f s", seconds)
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        return 0
+    kind.print_summary(trainer, kind.evaluate(trainer, tokenizer, seconds))
+    return 0
