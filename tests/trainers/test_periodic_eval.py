@@ -55,3 +55,20 @@ def test_every_n_steps_writes_history_and_plots_the_path(tiny_model_dir, tmp_pat
 
     a, b = load_file(str(periodic / "model.safetensors")), load_file(str(plain / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_zero3_launch_is_refused_before_any_model_loads(tiny_model_dir, tmp_path, monkeypatch):
+    """Under a ZeRO-3 launch no rank holds the whole model to sample from: exit-2 error naming the key."""
+    from test_online import online_recipe
+
+    from alignment.errors import RecipeError
+    from alignment.eval.periodic import periodic_evaluation
+
+    recipe = recipe_from_dict(online_recipe(tiny_model_dir, tmp_path, evaluation={"every_n_steps": 2}))
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    with pytest.raises(RecipeError, match="every_n_steps.*ZeRO-3") as err:
+        periodic_evaluation(recipe, tokenizer=None, uses_adapter=False)
+    assert err.value.exit_code == 2
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    assert periodic_evaluation(recipe, tokenizer=None, uses_adapter=False) is not None
