@@ -34,6 +34,7 @@ class SamplingParams:
     max_new_tokens: int = 48
     seed: int | None = 0  # None = not reproducible
     logprobs: bool = False  # also return summed log-probs of the sampled tokens
+    stop: tuple[str, ...] = ()  # stop strings: generation ends before the first one, which the text never holds
 
 
 @dataclass
