@@ -3,6 +3,7 @@
     alignment RECIPE.yaml [section.key=value ...] [--dry-run]
     alignment eval ...        (alignment.eval.cli)
     alignment generate ...    (alignment.sampling.cli)
+    alignment shift ...       (alignment.analysis.cli)
 
 Also `python -m alignment ...` and `accelerate launch -m alignment ...`. Any `AlignmentError` (a recipe
 typo, a missing file or column) prints `error: <message>` and exits with status 2, without a traceback.
@@ -18,7 +19,11 @@ from collections.abc import Sequence
 
 from alignment.errors import AlignmentError
 
-SUBCOMMANDS = {"eval": "alignment.eval.cli", "generate": "alignment.sampling.cli"}
+SUBCOMMANDS = {
+    "eval": "alignment.eval.cli",
+    "generate": "alignment.sampling.cli",
+    "shift": "alignment.analysis.cli",
+}
 
 
 def _epilog() -> str:
@@ -37,6 +42,7 @@ def _epilog() -> str:
         "subcommands:",
         "  eval ...      gold evaluation of a trained run (alignment eval --help)",
         "  generate ...  sample completions from a model (alignment generate --help)",
+        "  shift ...     token-distribution shift from a base to an aligned model (alignment shift --help)",
         "",
         "examples:",
         "  alignment recipes/dpo.yaml method.beta=0.2 training.learning_rate=5e-6",

@@ -67,10 +67,8 @@ def print_dry_run(recipe: Recipe, title: str, stats: dict[str, Any], truncation:
 
 
 class RunKind(ABC):
-    """The steps one kind of run supplies; `execute` calls them in the lifecycle's order."""
-
-    #: a TrainingArguments subclass the kind's trainer needs (None: TrainingArguments)
-    args_class: type | None = None
+    """The steps every kind of run supplies; `execute` calls them in the lifecycle's order. A kind that only
+    evaluates (URIAL) is a `RunKind`; one that trains is a `TrainingRunKind`."""
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
@@ -82,6 +80,22 @@ class RunKind(ABC):
     @abstractmethod
     def print_dry_run(self) -> None:
         """The --dry-run report of the loaded data (`print_dry_run` for the common layout)."""
+
+    @abstractmethod
+    def evaluate(self, trainer, tokenizer, seconds: float) -> dict[str, Any] | None:
+        """Rank 0 only, after the model was saved (`trainer` None when nothing trained): writes
+        output_dir/eval.json; None when disabled."""
+
+    @abstractmethod
+    def print_summary(self, trainer, result: dict[str, Any] | None) -> None:
+        """The lines a user reads at the end (rank 0)."""
+
+
+class TrainingRunKind(RunKind):
+    """A kind that trains: the lifecycle adds resume, distributed setup, the trainer and saving the model."""
+
+    #: a TrainingArguments subclass the kind's trainer needs (None: TrainingArguments)
+    args_class: type | None = None
 
     @abstractmethod
     def build_trainer(self, tokenizer, make_args: Callable[[], Any]):
@@ -100,14 +114,6 @@ class RunKind(ABC):
     def after_training(self, trainer, seconds: float) -> None:
         """Anything the kind writes once training is over, on every rank before the model is saved."""
         del trainer, seconds
-
-    @abstractmethod
-    def evaluate(self, trainer, tokenizer, seconds: float) -> dict[str, Any] | None:
-        """Rank 0 only, after the model was saved: writes output_dir/eval.json; None when disabled."""
-
-    @abstractmethod
-    def print_summary(self, trainer, result: dict[str, Any] | None) -> None:
-        """The lines a user reads at the end (rank 0)."""
 
 
 def load_recipe_tokenizer(recipe: Recipe):
@@ -135,6 +141,10 @@ def execute(kind: RunKind, *, dry_run: bool = False) -> int:
     kind.load_data(tokenizer)
     if dry_run:
         kind.print_dry_run()
+        return 0
+    if not isinstance(kind, TrainingRunKind):  # evaluation only: nothing to resume, train or save
+        save_recipe(recipe, recipe.output_dir)
+        kind.print_summary(None, kind.evaluate(None, tokenizer, 0.0))
         return 0
     resume = resume_argument(recipe)  # a bad checkpoint path fails before any model loads
     setup_distributed()

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
     parser.add_argument("--template", default=None, help="prompt template of MODEL, with {prompt}")
     parser.add_argument("--reference-template", default=None, help="prompt template of the reference")
+    parser.add_argument(
+        "--stop", action="append", default=[], help="stop string of MODEL's samples (repeatable)"
+    )
     return parser
 
 
@@ -77,8 +80,12 @@ def main(argv: list[str]) -> int:
             backend=args.backend,
             model_dir=args.reference,
             template=template,
+            stop=stop,
         )
-        for name, template in ((args.model, args.template), (args.reference, args.reference_template))
+        for name, template, stop in (
+            (args.model, args.template, args.stop),
+            (args.reference, args.reference_template, ()),
+        )
     )
     result = evaluate(
         policy, reference, prompts, reward, settings, harmful_fn=harmful_fn_for(reward_config.kind)

@@ -5,7 +5,9 @@
   model can be scored (and sampled) with its adapter disabled, which is how a LoRA run's reference is the
   same network with the adapter off.
 * `template` — an optional prompt template holding ``{prompt}``, applied to each prompt before sampling and
-  before scoring, so π(y|x) = model(y | template(x)) (URIAL-style in-context prompting of a base model).
+  before scoring, so π(y|x) = model(y | template(x)) (URIAL-style in-context prompting of a base model);
+* `stop` — stop strings of this policy's samples (a templated base model would otherwise write the next
+  in-context query itself); the scorer scores exactly the kept tokens.
 
 Both sides of a comparison are policies, so a base model inside a template, a vLLM-served model and a
 trained checkpoint are evaluated the same way. Prompts come back raw in `Completions.prompts`: the reward
@@ -37,6 +39,7 @@ class Policy:
     tokenizer: Any  # the scorer's tokenizer: prompt ids for scoring follow `prompt_token_ids`
     template: str | None = None
     adapter_disabled: bool = False  # sample and score the peft `scorer` with its adapter off
+    stop: tuple[str, ...] = ()  # stop strings added to every sampling of this policy
 
     def __post_init__(self) -> None:
         problem = template_problem(self.template)
@@ -74,7 +77,7 @@ class Policy:
         """
         with self.active() as scorer:
             self.sampler.load_weights(model_state_for_sync(scorer))
-            out = self.sampler.generate(self.render(prompts), params)
+            out = self.sampler.generate(self.render(prompts), replace(params, stop=params.stop + self.stop))
         return replace(out, prompts=list(prompts))
 
 
@@ -86,6 +89,7 @@ def make_policy(
     model_dir: str | None = None,
     sampling_config: SamplingConfig | None = None,
     template: str | None = None,
+    stop: Sequence[str] = (),
     adapter_disabled: bool = False,
     batch_size: int = 64,
 ) -> Policy:
@@ -100,4 +104,6 @@ def make_policy(
         raise ValueError("the vllm backend needs model_dir, the checkpoint its engine starts from")
     config = replace(sampling_config or SamplingConfig(), backend=backend, batch_size=batch_size)
     sampler = build_sampler(config, model, tokenizer, model_dir)
-    return Policy(sampler, model, tokenizer, template=template, adapter_disabled=adapter_disabled)
+    return Policy(
+        sampler, model, tokenizer, template=template, adapter_disabled=adapter_disabled, stop=tuple(stop)
+    )

@@ -9,7 +9,7 @@ evaluation after training (`evaluate_recipe_model`) and the periodic one during 
 * reference — `evaluation.reference`; else the initial model `model.name_or_path`, which for LoRA runs is
   the policy itself with its adapter off;
 * both policies sample through `evaluation.backend`, behind `evaluation.template` and
-  `evaluation.reference_template`.
+  `evaluation.reference_template`; the evaluated policy's samples end at `evaluation.stop`.
 """
 
 from __future__ import annotations
@@ -97,7 +97,9 @@ class RecipeEvaluator:
         """`model` (the run's policy; a DDP/DeepSpeed wrapper is looked through) against the reference."""
         model = getattr(model, "module", model)
         evaluation, initial = self.recipe.evaluation, self.recipe.model.name_or_path
-        policy = self._policy(model, self.tokenizer, initial, template=evaluation.template)
+        policy = self._policy(
+            model, self.tokenizer, initial, template=evaluation.template, stop=evaluation.stop
+        )
         if evaluation.reference is None and self.uses_adapter:
             reference = self._policy(
                 model, self.tokenizer, initial, template=evaluation.reference_template, adapter_disabled=True

@@ -5,6 +5,7 @@
 | `static` | a tokenized preference dataset (DPO, IPO, KTO, BCO, D²O) | `PreferenceTrainer` |
 | `on_policy` | prompts; samples labelled and selected every step (online DPO/IPO) | `OnlineTrainer` |
 | `reward_model` | pairs → comparison groups | `RewardModelTrainer` |
+| `in_context` | none: a prompt file's in-context prefix (URIAL) | none; evaluation only |
 
 `kind_for(recipe)` picks one from the method and `data.source`; `alignment.run` only dispatches to it.
 """
@@ -18,7 +19,12 @@ def kind_for(recipe) -> RunKind:
     """The run kind of a validated recipe."""
     from alignment.recipe.schema import method_spec
 
-    if method_spec(recipe.method.name).kind == "reward_model":
+    kind = method_spec(recipe.method.name).kind
+    if kind == "in_context":
+        from alignment.kinds.in_context import InContextRun
+
+        return InContextRun(recipe)
+    if kind == "reward_model":
         from alignment.kinds.reward_model import RewardModelRun
 
         return RewardModelRun(recipe)

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from alignment.distributed import zero_stage
-from alignment.lifecycle import RunKind
+from alignment.lifecycle import TrainingRunKind
 from alignment.recipe.schema import reference_mode
 
 
-class PolicyRun(RunKind):
+class PolicyRun(TrainingRunKind):
     """A run that trains a policy with an `Objective` against a reference, judged by the gold evaluation."""
 
     def __init__(self, recipe):

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from alignment.lifecycle import RunKind
+from alignment.lifecycle import TrainingRunKind
 from alignment.recipe.load import dump_recipe
 from alignment.trainers.reward_model import (
     COLUMNS,
@@ -34,7 +34,7 @@ def group_summary(groups) -> str:
     )
 
 
-class RewardModelRun(RunKind):
+class RewardModelRun(TrainingRunKind):
     """A one-logit sequence classifier under the Bradley–Terry loss (`method: reward_model`)."""
 
     def load_data(self, tokenizer) -> None:

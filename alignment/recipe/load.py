@@ -14,7 +14,14 @@ import yaml
 
 from alignment.errors import RecipeError
 from alignment.recipe.fields import build_section, join_path, unknown_key_message
-from alignment.recipe.schema import DatasetSpec, MethodConfig, Recipe, method_spec, validate_training
+from alignment.recipe.schema import (
+    MISSING_TRAIN,
+    DatasetSpec,
+    MethodConfig,
+    Recipe,
+    method_spec,
+    validate_training,
+)
 
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".txt", ".arrow")
 
@@ -85,11 +92,16 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
             raise RecipeError(str(key), unknown_key_message(str(key), "", valid))
     if raw.get("method") is None:
         raise RecipeError("method", "missing required value: the method section, e.g. method: {name: dpo}")
-    if raw.get("data") is None:
-        raise RecipeError(
-            "data", "missing required value: the data section, e.g. data: {train: {name: toy-paired}}"
-        )
     raw["method"] = method_from_dict(raw["method"])
+    if method_spec(raw["method"].name).kind != "in_context":
+        if raw.get("data") is None:
+            raise RecipeError(
+                "data", "missing required value: the data section, e.g. data: {train: {name: toy-paired}}"
+            )
+        if isinstance(raw["data"], dict) and raw["data"].get("train") is None:
+            raise RecipeError("data.train", MISSING_TRAIN)  # before the section's own checks
+    if raw.get("data") is None:
+        raw.pop("data", None)  # a method that reads no data: the section's defaults
     raw["training"] = validate_training(raw.get("training"))
     recipe = build_section(Recipe, raw, "")
     check_local_paths(recipe)

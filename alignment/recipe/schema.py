@@ -124,9 +124,14 @@ class DatasetSpec:
         )
 
 
+MISSING_TRAIN = "missing required value: Training dataset (required), e.g. {name: toy-paired}"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    train: DatasetSpec = param(help="Training dataset (required), e.g. {name: toy-paired}.")
+    train: DatasetSpec | None = param(
+        None, help="Training dataset (required by every method that trains), e.g. {name: toy-paired}."
+    )
     source: Literal["static", "on_policy"] | None = param(
         None,
         help="static: train on data.train as given; on_policy: take its unique prompts and train on samples "
@@ -176,6 +181,11 @@ class SamplingConfig:
     max_new_tokens: int = param(48, help="Maximum generated tokens per completion.")
     n: int = param(2, help="Completions sampled per prompt.")
     seed: int = param(0, help="Sampling seed.")
+    stop: list[str] = param(
+        help="Stop strings: a completion ends before the first occurrence of any of them (the text never "
+        "holds one; the token in which it begins is dropped). Empty: stop on EOS/max_new_tokens only.",
+        factory=list,
+    )
     batch_size: int = param(64, help="Prompts per generation batch (transformers backend).")
     vllm: VLLMConfig = param(help="vLLM engine settings (sampling.backend: vllm).", factory=VLLMConfig)
 
@@ -185,6 +195,8 @@ class SamplingConfig:
         check(self.top_k >= 0, "top_k", f"must be >= 0, got {self.top_k}")
         for name in ("max_new_tokens", "n", "batch_size"):
             check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        for i, stop in enumerate(self.stop):
+            check(bool(stop), f"stop[{i}]", "must not be empty")
 
 
 FUNCTION_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
@@ -259,6 +271,11 @@ class EvaluationConfig:
     backend: Literal["transformers", "vllm"] = param(
         "transformers", help="Sampling backend for both policies (the KL always uses transformers log-probs)."
     )
+    stop: list[str] = param(
+        help="Stop strings of the evaluated policy's samples (e.g. the next query marker of a prompt template); "
+        "a sample ends before the first, which its text never holds.",
+        factory=list,
+    )
     every_n_steps: int | None = param(
         None, help="Also evaluate every N optimizer steps during training (output_dir/eval_history.jsonl)."
     )
@@ -279,6 +296,8 @@ class EvaluationConfig:
             "reward.kind",
             "the evaluation needs a reward that scores completions (gold, model or function), got 'none'",
         )
+        for i, stop in enumerate(self.stop):
+            check(bool(stop), f"stop[{i}]", "must not be empty")
         for name in ("template", "reference_template"):
             problem = template_problem(getattr(self, name))
             check(problem is None, name, problem or "")
@@ -319,7 +338,7 @@ def method_spec(name: str):
 class Recipe:
     method: MethodConfig = param(help="Method name and its hyperparameters, e.g. {name: dpo, beta: 0.1}.")
     model: ModelConfig = param(help="Policy model, dtype, LoRA and reference policy.", factory=ModelConfig)
-    data: DataConfig = param(help="Training/eval datasets and token limits.")
+    data: DataConfig = param(help="Training/eval datasets and token limits.", factory=DataConfig)
     training: dict[str, Any] = param(
         help="Any transformers.TrainingArguments field (learning_rate, seed, ...) except output_dir.",
         factory=lambda: dict(TRAINING_DEFAULTS),
@@ -338,6 +357,16 @@ class Recipe:
             raise RecipeError("output_dir", "the only placeholder allowed is '{method}'") from None
         check(bool(self.output_dir), "output_dir", "must not be empty")
         spec = method_spec(self.method.name)
+        if spec.kind == "in_context":
+            check(
+                self.data.train is None and self.data.eval is None,
+                "data",
+                f"method '{spec.name}' trains nothing and reads no data; its queries are evaluation.prompts "
+                "(remove the data section)",
+            )
+            check(self.evaluation.enabled, "evaluation.enabled", f"a '{spec.name}' run only evaluates")
+        else:
+            check(self.data.train is not None, "data.train", MISSING_TRAIN)
         if self.data.source is None:  # resolved, so the saved recipe says which source the run used
             object.__setattr__(self, "data", dataclasses.replace(self.data, source=spec.sources[0]))
         check(

@@ -1,13 +1,13 @@
 """Recipe `sampling:` section -> a `Sampler` and `SamplingParams`.
 
-The config is duck-typed (fields: backend, temperature, top_p, top_k, max_new_tokens, n, seed,
+The config is duck-typed (fields: backend, temperature, top_p, top_k, max_new_tokens, n, seed, stop,
 batch_size, and vllm.{gpu_memory_utilization, max_model_len, enforce_eager, kv_cache_space_gib}), so
 this module does not depend on the recipe schema. vLLM is imported only when the backend asks for it.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import fields
 
 from alignment.errors import RecipeError
 from alignment.sampling.base import Sampler, SamplingParams
@@ -17,7 +17,8 @@ BACKENDS = ("transformers", "vllm")
 
 def sampling_params_from_config(cfg, **overrides) -> SamplingParams:
     """`SamplingParams` from the config's same-named fields (missing ones keep their defaults), then
-    ``overrides`` (e.g. ``n=1, temperature=0`` for evaluation)."""
+    ``overrides`` (e.g. ``n=1, temperature=0`` for evaluation). ``stop`` (a list in a recipe) becomes a
+    tuple."""
     names = {f.name for f in fields(SamplingParams)}
     values = {name: getattr(cfg, name) for name in names if getattr(cfg, name, None) is not None}
     if getattr(cfg, "seed", 0) is None:
@@ -25,7 +26,10 @@ def sampling_params_from_config(cfg, **overrides) -> SamplingParams:
     unknown = set(overrides) - names
     if unknown:
         raise TypeError(f"unknown SamplingParams field(s): {sorted(unknown)}")
-    return replace(SamplingParams(**values), **overrides)
+    values.update(overrides)
+    if "stop" in values:
+        values["stop"] = tuple(values["stop"])
+    return SamplingParams(**values)
 
 
 def build_sampler(sampling_config, model, tokenizer, model_dir) -> Sampler:

@@ -7,6 +7,11 @@ needs no beam search and a batch of `batch_size` rows may hold samples of severa
 
 Log-probs come from `output_logits` (the raw logits *before* temperature/top-p/top-k), so they are
 those of the unmodified model distribution, as the Sampler contract requires.
+
+Stop strings: each generated row is cut by `base.cut_at_stop` (the rule shared with the vLLM backend),
+and its log-prob summed over the kept ids only. Generation itself is not stopped early at a stop string:
+a batch that ended sooner would draw fewer random numbers and shift the seeded stream of every later
+batch, so rows without a stop string would no longer match a run without stop strings.
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from alignment.sampling.base import Completions, SamplingParams, prompt_token_ids, stop_token_ids
+from alignment.sampling.base import (
+    Completions,
+    SamplingParams,
+    cut_at_stop,
+    prompt_token_ids,
+    stop_token_ids,
+)
 
 PROGRESS_MIN_BATCHES = 8  # show a progress bar by default from this many generate() calls on
 
@@ -68,8 +79,9 @@ class TransformersSampler:
     def _generate_batch(
         self, prompt_ids: list[list[int]], params: SamplingParams, device: torch.device
     ) -> tuple[list[list[int]], list[float]]:
-        """One left-padded generate() call; returns per-row generated ids (cut after the first EOS) and
-        summed untempered log-probs of those ids (zeros when not asked for)."""
+        """One left-padded generate() call; returns per-row generated ids (cut after the first EOS, or by
+        `cut_at_stop` at a stop string) and summed untempered log-probs of those ids (zeros when not
+        asked for)."""
         width = max(len(ids) for ids in prompt_ids)
         input_ids = torch.full((len(prompt_ids), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
@@ -98,6 +110,9 @@ class TransformersSampler:
         new = out.sequences[:, width:].cpu()  # (B, T) generated ids, pad after EOS
         lengths = [_length_through_first_stop(row, self.stop_token_ids) for row in new.tolist()]
         seqs = [row[:n] for row, n in zip(new.tolist(), lengths)]
+        if params.stop:
+            seqs = [cut_at_stop(seq, self.tokenizer, params.stop)[0] for seq in seqs]
+            lengths = [len(seq) for seq in seqs]  # prefixes of the rows: the log-prob mask below follows
         if not params.logprobs:
             return seqs, [0.0] * len(seqs)
         # raw logits per step: (B, T, V) -> log-softmax at temperature 1, gather the sampled ids

@@ -15,6 +15,11 @@ generation-config EOS ids; the checkpoint's generation-config sampling defaults 
 Log-probs: ``logprobs_mode="raw_logprobs"`` (vLLM 0.32's default, pinned here) returns log-softmax of the
 logits *before* temperature / top-p / top-k (vllm/v1/sample/sampler.py, step 1a), i.e. the unmodified
 model distribution the Sampler contract asks for. ``logprobs=0`` returns only the sampled token's value.
+
+Stop strings: vLLM gets them (``stop``; it then needs ``detokenize=True``, which is set only when there are
+any) so the engine ends a request at one, but its ``token_ids`` still hold the stop string's tokens; each
+sample is therefore cut here by `base.cut_at_stop`, the rule the transformers backend applies, and its
+log-prob summed over the kept ids.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from pathlib import Path
 import torch
 
 from alignment.errors import BackendError
-from alignment.sampling.base import Completions, SamplingParams, prompt_token_ids, stop_token_ids
+from alignment.sampling.base import (
+    Completions,
+    SamplingParams,
+    cut_at_stop,
+    prompt_token_ids,
+    stop_token_ids,
+)
 
 _ENGINES: dict[str, object] = {}  # resolved model dir -> vllm.LLM; one engine per process
 _ALTERNATIVE = "set `sampling.backend: transformers` to sample with Hugging Face generate instead"
@@ -103,7 +114,10 @@ class VLLMSampler:
             seed=seed,
             logprobs=0 if params.logprobs else None,  # 0: the sampled token's log-prob only
             stop_token_ids=self.stop_token_ids,
-            detokenize=False,  # decoded below with the HF tokenizer, exactly as the transformers backend
+            # vLLM matches stop strings on its own detokenized text (include_stop_str_in_output=False);
+            # the ids are then cut, and the text decoded, below with the HF tokenizer by `cut_at_stop`
+            stop=list(params.stop) or None,
+            detokenize=bool(params.stop),  # otherwise decoded below, exactly as the transformers backend
         )
 
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> Completions:
@@ -117,9 +131,12 @@ class VLLMSampler:
         token_ids, logprobs = [], [] if params.logprobs else None
         for out in outputs:  # same order as `requests`
             samples = sorted(out.outputs, key=lambda o: o.index)
-            token_ids.append([list(o.token_ids) for o in samples])
-            if logprobs is not None:
-                logprobs.append([_sampled_logprob_sum(o.token_ids, o.logprobs) for o in samples])
+            ids = [list(o.token_ids) for o in samples]
+            if params.stop:  # vLLM's ids include the stop string's tokens: the shared rule cuts them
+                ids = [cut_at_stop(i, self.tokenizer, params.stop)[0] for i in ids]
+            token_ids.append(ids)
+            if logprobs is not None:  # kept ids are a prefix: the sum runs over them only
+                logprobs.append([_sampled_logprob_sum(i, o.logprobs) for i, o in zip(ids, samples)])
         texts = [[self.tokenizer.decode(s, skip_special_tokens=True) for s in per_p] for per_p in token_ids]
         return Completions(prompts=prompts, texts=texts, token_ids=token_ids, logprobs=logprobs)
 

@@ -54,7 +54,7 @@ def test_every_field_has_help():
 
 
 def test_registered_methods_and_formats():
-    assert METHODS.names() == ["bco", "d2o", "dpo", "ipo", "kto", "online_dpo", "online_ipo", "reward_model"]
+    assert METHODS.names() == ["bco", "d2o", "dpo", "ipo", "kto", "online_dpo", "online_ipo", "reward_model", "urial"]
     formats = {name: METHODS.get(name).formats for name in METHODS.names()}
     assert formats == {
         "dpo": ("paired",),
@@ -65,6 +65,7 @@ def test_registered_methods_and_formats():
         "online_dpo": ("prompts", "paired", "unpaired", "negatives"),
         "online_ipo": ("prompts", "paired", "unpaired", "negatives"),
         "reward_model": ("paired",),
+        "urial": (),  # reads no data
     }
     for name in METHODS.names():
         spec = METHODS.get(name)
