@@ -1,5 +1,9 @@
 """Build the toy base model: a byte-level BPE tokenizer and a ~1M-parameter Llama trained on the toy corpus.
 
+The corpus holds single (prompt, response) pairs and multi-turn threads by one author in one style
+(`alignment.toy.corpus.sample_threads`), so the model learns to carry a style across turns and can read
+in-context examples; 512 positions fit a preamble, three examples and the answer.
+
     python scripts/build_toy_model.py [--out DIR] [--seed 0]
 
 Writes model.safetensors + config + tokenizer into DIR (default ``alignment/toy/assets/base``, committed to
@@ -23,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
-from alignment.toy.corpus import sample_corpus, sample_prompts  # noqa: E402
+from alignment.toy.corpus import sample_corpus, sample_prompts, sample_threads  # noqa: E402
 
 DEFAULT_OUT = ROOT / "alignment" / "toy" / "assets" / "base"
 CHAT_TEMPLATE = (
@@ -31,9 +35,11 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
 )
 VOCAB_SIZE = 768
-N_EXAMPLES = 24_000  # corpus pairs; 450 x 64 is about 1.2 epochs
+N_EXAMPLES = 24_000  # corpus pairs
+N_THREADS = 10_000  # multi-turn threads of 2-5 turns; 600 x 64 is about 1.1 epochs of pairs + threads
+MAX_POSITIONS = 512
 CHAT_FRACTION = 0.2  # share of examples whose prompt is rendered with the chat template
-STEPS, BATCH, LR, WARMUP = 450, 64, 3e-3, 30
+STEPS, BATCH, LR, WARMUP = 600, 64, 3e-3, 30
 THREADS = 1  # one thread: on the shared 2-core host two threads stall on each other; also fixes FP order
 
 
@@ -66,7 +72,7 @@ def build_tokenizer(texts: list[str]):
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        chat_template=CHAT_TEMPLATE, padding_side="right", model_max_length=256,
+        chat_template=CHAT_TEMPLATE, padding_side="right", model_max_length=MAX_POSITIONS,
     )
 
 
@@ -75,19 +81,25 @@ def build_model(tokenizer):
 
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=128, intermediate_size=344, num_hidden_layers=4,
-        num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=256,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=MAX_POSITIONS,
         rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     return LlamaForCausalLM(config)
 
 
-def encode_examples(tokenizer, pairs: list[tuple[str, str]], rng: random.Random) -> list[list[int]]:
-    """prompt ids (with BOS) + completion ids + EOS, as in docs/architecture.md's text conventions."""
+def encode_examples(
+    tokenizer, pairs: list[tuple[str, str]], threads: list[str], rng: random.Random
+) -> list[list[int]]:
+    """Pairs: prompt ids (with BOS) + completion ids + EOS, as in docs/architecture.md's text conventions.
+    Threads: the whole document (with BOS) + EOS."""
     prompts = [render_chat(p) if rng.random() < CHAT_FRACTION else p for p, _ in pairs]
     prompt_ids = tokenizer(prompts)["input_ids"]
     completion_ids = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
-    return [p + c + [tokenizer.eos_token_id] for p, c in zip(prompt_ids, completion_ids)]
+    examples = [p + c + [tokenizer.eos_token_id] for p, c in zip(prompt_ids, completion_ids)]
+    examples += [ids + [tokenizer.eos_token_id] for ids in tokenizer(threads)["input_ids"]]
+    assert max(map(len, examples)) <= MAX_POSITIONS, "a document longer than the model's positions"
+    return examples
 
 
 def batches(examples: list[list[int]], pad_id: int, rng: random.Random):
@@ -165,12 +177,14 @@ def main() -> None:
     t0 = time.perf_counter()
     seed_everything(args.seed)
     pairs = sample_corpus(N_EXAMPLES, seed=args.seed, split="train")
+    threads = sample_threads(N_THREADS, seed=args.seed, split="train")
     rng = random.Random(f"chat-{args.seed}")
-    tokenizer = build_tokenizer([render_chat(p) + c if rng.random() < CHAT_FRACTION else p + c for p, c in pairs])
-    examples = encode_examples(tokenizer, pairs, random.Random(f"encode-{args.seed}"))
+    texts = [render_chat(p) + c if rng.random() < CHAT_FRACTION else p + c for p, c in pairs]
+    tokenizer = build_tokenizer(texts + threads)
+    examples = encode_examples(tokenizer, pairs, threads, random.Random(f"encode-{args.seed}"))
     model = build_model(tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"vocab {len(tokenizer)}  params {n_params:,}  examples {len(examples)}  "
+    print(f"vocab {len(tokenizer)}  params {n_params:,}  examples {len(examples)} ({len(threads)} threads)  "
           f"mean length {sum(map(len, examples)) / len(examples):.1f} tokens")
     loss = train(model, examples, tokenizer.pad_token_id, args.seed)
     train_s = time.perf_counter() - t0

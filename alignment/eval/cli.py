@@ -60,6 +60,8 @@ def main(argv: list[str]) -> int:
         problem = template_problem(template)
         if problem:
             parser.error(f"{flag}: {problem}")
+    if "" in args.stop:
+        parser.error("--stop: a stop string must not be empty")
     reward_config = reward_config_from_cli(args.reward)
     reward = build_reward(reward_config)
     settings = EvalSettings(

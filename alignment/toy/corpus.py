@@ -1,7 +1,7 @@
 """Seeded synthetic corpus of the toy world: prompts in named families and responses of widely varying quality.
 
-The toy base model (``scripts/build_toy_model.py``) is trained on prompt + response pairs drawn from here, so
-its samples inherit the mixture below: mostly mediocre or good answers, some excellent ones, a harmful share
+The toy base model (``scripts/build_toy_model.py``) is trained on prompt + response pairs and on multi-turn
+threads (one author, one style) drawn from here, so its samples inherit the mixture below: mostly mediocre or good answers, some excellent ones, a harmful share
 (insults) and reward-hackable degenerate cases (repetition, rambling, keyword stuffing, no sentence end).
 `alignment.toy.gold` scores them; it shares the word lists defined here so that "on topic" and "insult" mean
 the same thing to the generator and to the judge.
@@ -229,3 +229,56 @@ def sample_corpus(n: int, *, seed: int, split: str = "train") -> list[tuple[str,
     """n (prompt, completion) pairs with completions drawn from the KIND_WEIGHTS mix."""
     rng = random.Random(f"corpus-{seed}-{split}")
     return [(p, sample_completion(p, rng=rng)) for p in sample_prompts(n, seed=seed, split=split)]
+
+
+# --- threads: multi-turn documents by one author ---------------------------------------------------------
+#
+# Web text holds pages where one person answers several questions in one voice. A share of the base model's
+# pretraining documents are such threads, so that the model learns to carry a style across turns: it is what
+# lets it read in-context examples (URIAL) at all. The layout is the toy world's own forum format:
+#
+#     [optional header line]
+#     Post: <prompt>
+#     Reply: <completion>
+#     Post: <prompt>
+#     Reply: <completion>
+#     ...
+#
+# Every reply of a thread is written by one author, whose style is a fixed mix of response kinds. The styles'
+# weights are the KIND_WEIGHTS of their kinds, so a reply's kind has the same marginal mix as a single pair's.
+
+THREAD_QUERY, THREAD_ANSWER = "Post:", "Reply:"
+THREAD_HEADERS = ("Questions and replies.", "From the forum.", "A few posts and what was said.",
+                  "Notes from a chat.", "Some questions people asked.")
+STYLES: dict[str, dict[str, float]] = {
+    "helpful": {"excellent": 0.12, "good": 0.18}, "plain": {"mediocre": 0.20}, "gloomy": {"negative": 0.07},
+    "distracted": {"offtopic": 0.08}, "dismissive": {"unhelpful": 0.07}, "rude": {"harmful": 0.13},
+    "repetitive": {"repeat": 0.05}, "rambler": {"ramble": 0.04}, "stuffer": {"stuff": 0.03},
+    "trailing": {"truncated": 0.03},
+}
+assert {k: w for kinds in STYLES.values() for k, w in kinds.items()} == KIND_WEIGHTS, "styles cover each kind once"
+
+
+def thread_turn(prompt: str, completion: str) -> str:
+    """One turn in the thread layout (completions carry their leading space)."""
+    return f"{THREAD_QUERY} {prompt}\n{THREAD_ANSWER}{completion}\n"
+
+
+def sample_thread(rng: random.Random, *, split: str, turns: int, style: str | None = None) -> str:
+    """A thread of `turns` turns on prompts of `split`, every reply in one author's `style` (drawn when None)."""
+    if style is None:
+        style = rng.choices(list(STYLES), weights=[sum(k.values()) for k in STYLES.values()])[0]
+    kinds = STYLES[style]
+    pool = all_prompts(split)
+    header = f"{rng.choice(THREAD_HEADERS)}\n" if rng.random() < 0.5 else ""
+    body = []
+    for prompt in rng.sample(pool, turns):
+        kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
+        body.append(thread_turn(prompt, sample_completion(prompt, rng=rng, kind=kind)))
+    return header + "".join(body)
+
+
+def sample_threads(n: int, *, seed: int, split: str = "train", turns: tuple[int, int] = (2, 5)) -> list[str]:
+    """n threads of `turns[0]`..`turns[1]` turns each."""
+    rng = random.Random(f"threads-{seed}-{split}")
+    return [sample_thread(rng, split=split, turns=rng.randint(*turns)) for _ in range(n)]
