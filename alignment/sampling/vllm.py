@@ -95,6 +95,10 @@ class VLLMSampler:
                     seed=seed,
                     logprobs_mode="raw_logprobs",
                     generation_config="vllm",
+                    # vLLM rewinds a seeded request's generator when a chunked prefill discards its token,
+                    # which the CPU backend's generators cannot do ("CPU Generator does not use offset"):
+                    # long prompts (an in-context prefix) crash there unless prefills stay whole.
+                    **({} if torch.cuda.is_available() else {"enable_chunked_prefill": False}),
                 )
             except Exception as exc:
                 raise BackendError(

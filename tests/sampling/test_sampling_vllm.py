@@ -157,3 +157,16 @@ def test_factory_reuses_the_process_engine(vllm_sampler, tiny_model, tiny_tokeni
     )
     sampler = build_sampler(cfg, tiny_model, tiny_tokenizer, tiny_model_dir)
     assert sampler.llm is vllm_sampler.llm
+
+
+def test_seeded_sampling_of_long_prompts_beyond_one_scheduler_step(vllm_sampler, tiny_tokenizer, prompts_for):
+    """An in-context prefix makes prompts long: 96 prompts of ~200 tokens, 2 seeded samples each, are more
+    prefill tokens than one scheduler step takes. With chunked prefill vLLM rewinds the generator of a
+    request whose prefill was split, which CPU generators refuse ("CPU Generator does not use offset"); the
+    engine is built with whole prefills on CPU. The samples stay reproducible from the seed."""
+    prefix = " ".join(["the cat sat on the mat and looked at the red dog."] * 7)
+    prompts = [f"{prefix} {p}" for p in prompts_for(96, seed=4)]
+    assert min(len(ids) for ids in prompt_token_ids(tiny_tokenizer, prompts)) > 150
+    params = SamplingParams(n=2, max_new_tokens=8, seed=5)
+    first, again = vllm_sampler.generate(prompts, params), vllm_sampler.generate(prompts, params)
+    assert first.token_ids == again.token_ids and len(first.token_ids) == 96
