@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from alignment.errors import DataError
+from alignment.methods.urial import PROMPT_FILE as URIAL_PROMPT
 
-URIAL_PROMPT = "urial_prompt.txt"
 RUN_RECIPE = "recipe.yaml"
 DEFAULT_OUTPUT_DIR = "runs/shift"
 
@@ -110,12 +110,12 @@ def read_template(path: str | Path, what: str) -> str:
 def urial_side(run_dir: Path) -> AlignedSide:
     """The aligned side of a URIAL run directory: its recipe's model inside its prompt, with its stop strings.
 
-    The stop strings are those the run sampled with: ``evaluation.stop`` and the method's (its resolved
-    `stop_strings` where it has them: a URIAL recipe saved with ``method.stop: null`` stops at the next query
-    marker; else its ``stop`` list). Without them a templated base model writes the next in-context query
-    itself, and those tokens would be counted as the answer's. The recipe is validated by `load_recipe`, so
-    a broken one fails here, before any model loads.
+    The stop strings are those the run sampled with (`alignment.kinds.in_context.policy_stop`); without them
+    the templated base model writes the next in-context query itself, and those tokens would be counted as
+    the answer's. The recipe is validated by `load_recipe`, so a broken one fails here, before any model
+    loads.
     """
+    from alignment.kinds.in_context import policy_stop
     from alignment.recipe.load import load_recipe
 
     template = read_template(run_dir / URIAL_PROMPT, f"ALIGNED ({run_dir / URIAL_PROMPT})")
@@ -123,11 +123,7 @@ def urial_side(run_dir: Path) -> AlignedSide:
     if not recipe_path.is_file():
         raise DataError(f"ALIGNED: URIAL run '{run_dir}' has {URIAL_PROMPT} but no {RUN_RECIPE}")
     recipe = load_recipe(recipe_path)
-    params = recipe.method.params
-    method_stop = getattr(params, "stop_strings", None)
-    if method_stop is None:
-        method_stop = getattr(params, "stop", None) or ()
-    stop = tuple(dict.fromkeys([*recipe.evaluation.stop, *method_stop]))
+    stop = policy_stop(recipe)
     return AlignedSide(
         model=recipe.model.name_or_path,
         template=template,

@@ -70,7 +70,7 @@ class InContextRun(RunKind):
             evaluation=dataclasses.replace(
                 recipe.evaluation,
                 template=self.template,
-                stop=list(recipe.evaluation.stop) + list(recipe.method.params.stop_strings),
+                stop=list(policy_stop(recipe)),
             ),
         )
         m = recipe.model
@@ -91,6 +91,12 @@ class InContextRun(RunKind):
             print(
                 f"   wrote {Path(recipe.output_dir) / 'eval.json'} and {Path(recipe.output_dir) / PROMPT_FILE}"
             )
+
+
+def policy_stop(recipe) -> tuple[str, ...]:
+    """The stop strings a URIAL run's policy samples with: `evaluation.stop`, then the method's (by default
+    the next query marker); a templated base model would otherwise write the next in-context query itself."""
+    return tuple(dict.fromkeys([*recipe.evaluation.stop, *recipe.method.params.stop_strings]))
 
 
 def context_length(recipe) -> int | None:
