@@ -170,3 +170,15 @@ def vllm_sampler(_vllm_engine, tiny_model_dir):
 
     yield _vllm_engine
     _vllm_engine.load_weights(load_file(str(tiny_model_dir / "model.safetensors")).items())
+
+
+@pytest.fixture
+def forbid_model_loading(monkeypatch):
+    """Fail the test if anything loads a model or tokenizer (input errors must stop a command before)."""
+    import transformers
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model/tokenizer was loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", forbidden)

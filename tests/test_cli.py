@@ -7,7 +7,6 @@ import textwrap
 import types
 
 import pytest
-import transformers
 
 from alignment import cli
 from alignment.methods import METHODS
@@ -20,14 +19,8 @@ training: {learning_rate: 5.0e-6}
 
 
 @pytest.fixture
-def no_loading(monkeypatch):
+def no_loading(forbid_model_loading, monkeypatch):
     """Fail the test if anything loads a model or tokenizer, or starts a run; records run_recipe calls."""
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a model/tokenizer was loaded")
-
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", forbidden)
     calls = []
 
     def fake_run_recipe(recipe, dry_run=False):

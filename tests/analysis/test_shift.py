@@ -290,17 +290,6 @@ def test_cli_urial_run_directory(tiny_model_dir, tmp_path, method, stop):
     assert (run / "shift.png").is_file()
 
 
-@pytest.fixture
-def no_loading(monkeypatch):
-    """Fail the test if anything loads a model or tokenizer."""
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a model/tokenizer was loaded")
-
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", forbidden)
-
-
 def urial_run(tmp_path: Path, template: str, recipe: str | None) -> str:
     """A URIAL run directory: urial_prompt.txt and, unless None, recipe.yaml."""
     run = tmp_path / "run"
@@ -355,7 +344,7 @@ def urial_run(tmp_path: Path, template: str, recipe: str | None) -> str:
     ],
 )
 def test_cli_bad_input_exits_2_before_loading(
-    no_loading, monkeypatch, tiny_model_dir, tmp_path, capsys, make_args, message
+    forbid_model_loading, monkeypatch, tiny_model_dir, tmp_path, capsys, make_args, message
 ):
     monkeypatch.chdir(tmp_path)  # `runs/` exists here, so `runs/no-such-run` reads as a local path
     (tmp_path / "runs").mkdir()
