@@ -354,7 +354,7 @@ def test_cli_bad_input_exits_2_before_loading(
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
-def test_cli_template_and_template_file_are_exclusive(no_loading, tmp_path):
+def test_cli_template_and_template_file_are_exclusive(forbid_model_loading, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["shift", "toy-base", "toy-base", "--template", "{prompt}", "--template-file", "t.txt"])
     assert exit_.value.code == 2
