@@ -19,7 +19,6 @@ from alignment.errors import RecipeError
 from alignment.eval.gold import eval_payload
 from alignment.eval.history import append_history, keep_history_until
 from alignment.eval.run import RecipeEvaluator
-from alignment.recipe.schema import Recipe
 
 
 def zero3_refusal() -> RecipeError:
@@ -54,16 +53,14 @@ class PeriodicEvaluation(TrainerCallback):
         return control
 
 
-def periodic_evaluation(recipe: Recipe, tokenizer, *, uses_adapter: bool) -> PeriodicEvaluation | None:
+def periodic_evaluation(evaluator: RecipeEvaluator) -> PeriodicEvaluation | None:
     """The callback for every trainer of a run with `evaluation.every_n_steps`, else None.
 
-    Built on every rank (prompts and judge load here, so their mistakes stop the run before training); only
-    rank 0 evaluates.
+    Built on every rank with the run's one evaluator (built before any model loads); only rank 0 evaluates.
     """
-    evaluation = recipe.evaluation
-    if not evaluation.enabled or evaluation.every_n_steps is None:
+    recipe = evaluator.recipe
+    if recipe.evaluation.every_n_steps is None:
         return None
     if launch_zero_stage() == 3:  # refused before any model loads
         raise zero3_refusal()
-    evaluator = RecipeEvaluator(recipe, tokenizer, uses_adapter=uses_adapter)
-    return PeriodicEvaluation(evaluator, evaluation.every_n_steps, recipe.output_dir)
+    return PeriodicEvaluation(evaluator, recipe.evaluation.every_n_steps, recipe.output_dir)

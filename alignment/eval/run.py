@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from alignment.errors import RecipeError
 from alignment.eval.gold import EvalSettings, evaluate, write_eval
 from alignment.eval.policy import Policy, make_policy
 from alignment.recipe.schema import Recipe, RewardConfig
@@ -75,8 +76,9 @@ def load_saved_policy(recipe: Recipe, *, uses_adapter: bool):
 class RecipeEvaluator:
     """The recipe's evaluation of any model of its run (live during training, or trained).
 
-    Prompts, judge and settings are loaded once, when it is built (so a bad prompt file or reward fails before
-    training); a reference model other than the policy is loaded at the first call and kept for the next.
+    Prompts, judge and settings are loaded once, when it is built, and a reference other than the initial
+    model is checked to be loadable (its config), so a bad prompt set, judge or reference fails before
+    training; the reference model itself is loaded at the first call and kept for the next.
     """
 
     def __init__(self, recipe: Recipe, tokenizer, *, uses_adapter: bool):
@@ -88,9 +90,16 @@ class RecipeEvaluator:
         self.tokenizer = tokenizer
         self.uses_adapter = uses_adapter
         self.reward_config = judge_reward_config(recipe)
-        self.reward = build_reward(self.reward_config)
+        try:
+            self.reward = build_reward(self.reward_config)
+        except RecipeError as err:  # name the section the judge came from
+            if evaluation.reward is None or not err.path.startswith("reward"):
+                raise
+            raise RecipeError(f"evaluation.{err.path}", err.message) from None
         self.prompts = distinct_prompts(evaluation.prompts, evaluation.seed)
         self.settings = EvalSettings.from_config(evaluation)
+        if evaluation.reference is not None:
+            check_loadable(evaluation.reference, "evaluation.reference", recipe.model.trust_remote_code)
         self._reference: tuple[nn.Module, Any] | None = None  # (model, tokenizer) once loaded
 
     def __call__(self, model: nn.Module) -> dict[str, Any]:
@@ -149,11 +158,26 @@ class RecipeEvaluator:
         return model.to(device), load_tokenizer(name, trust_remote_code=m.trust_remote_code)
 
 
-def evaluate_recipe_model(
-    recipe: Recipe, model: nn.Module, tokenizer, *, uses_adapter: bool
-) -> dict[str, Any]:
-    """The final evaluation: the trained `model` against the recipe's reference; writes output_dir/eval.json
-    and eval_rewards.png (with the path of `eval_history.jsonl` when the run evaluated during training)."""
-    result = RecipeEvaluator(recipe, tokenizer, uses_adapter=uses_adapter)(model)
-    write_eval(result, recipe.output_dir)
-    return result
+    def final(self, model: nn.Module) -> dict[str, Any]:
+        """The final evaluation of `model`: writes output_dir/eval.json and eval_rewards.png (with the path of
+        `eval_history.jsonl` when the run evaluated during training)."""
+        result = self(model)
+        write_eval(result, self.recipe.output_dir)
+        return result
+
+
+def check_loadable(name: str, key: str, trust_remote_code: bool) -> None:
+    """A model name that resolves to a config (local directory, alias or reachable hub id); a DataError
+    naming `key` otherwise. Reads the config only: no weights load."""
+    from transformers import AutoConfig
+
+    from alignment.errors import DataError
+    from alignment.models import resolve_model_path
+
+    try:
+        AutoConfig.from_pretrained(resolve_model_path(name), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"{key}: cannot load '{name}' ({type(err).__name__}: {str(err).splitlines()[0]}); give a model "
+            "directory, an alias (toy-base) or a hub id this machine can reach"
+        ) from None

@@ -58,7 +58,7 @@ class InContextRun(RunKind):
     def evaluate(self, trainer, tokenizer, seconds: float) -> dict[str, Any]:
         """The base model inside the prefix against the plain base model; writes urial_prompt.txt first."""
         del trainer, seconds
-        from alignment.eval.run import evaluate_recipe_model
+        from alignment.eval.run import RecipeEvaluator
         from alignment.models import load_causal_lm
 
         recipe = self.recipe
@@ -73,11 +73,12 @@ class InContextRun(RunKind):
                 stop=list(policy_stop(recipe)),
             ),
         )
+        evaluator = RecipeEvaluator(judged, tokenizer, uses_adapter=False)  # judge, prompts, reference first
         m = recipe.model
         model = load_causal_lm(
             m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, dtype=m.dtype
         )
-        return evaluate_recipe_model(judged, model, tokenizer, uses_adapter=False)
+        return evaluator.final(model)
 
     def print_summary(self, trainer, result: dict[str, Any] | None) -> None:
         del trainer

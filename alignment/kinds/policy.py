@@ -20,16 +20,23 @@ class PolicyRun(TrainingRunKind):
         self.spec = method_spec(recipe.method.name)
         self.objective = self.spec.objective(recipe.method.params)
         self.mode = reference_mode(recipe)
+        self.evaluator = None  # built by `callbacks`, before any model loads
 
     @property
     def uses_adapter(self) -> bool:
         return self.mode == "adapter"
 
     def callbacks(self, tokenizer) -> list:
-        """`evaluation.every_n_steps`: the periodic evaluation of the live policy (`alignment.eval.periodic`)."""
+        """Builds the run's evaluator before any model loads (a bad judge, prompt set or reference stops the
+        run here, not after training), and with `evaluation.every_n_steps` the periodic evaluation of the live
+        policy (`alignment.eval.periodic`) that shares it."""
         from alignment.eval.periodic import periodic_evaluation
+        from alignment.eval.run import RecipeEvaluator
 
-        callback = periodic_evaluation(self.recipe, tokenizer, uses_adapter=self.uses_adapter)
+        if not self.recipe.evaluation.enabled:
+            return []
+        self.evaluator = RecipeEvaluator(self.recipe, tokenizer, uses_adapter=self.uses_adapter)
+        callback = periodic_evaluation(self.evaluator)
         return [callback] if callback is not None else []
 
     def evaluate(self, trainer, tokenizer, seconds: float) -> dict[str, Any] | None:
@@ -39,12 +46,12 @@ class PolicyRun(TrainingRunKind):
         recipe = self.recipe
         if not recipe.evaluation.enabled:
             return None
-        from alignment.eval.run import evaluate_recipe_model, load_saved_policy
+        from alignment.eval.run import load_saved_policy
 
         model = trainer.model
         if zero_stage(trainer) == 3:
             model = load_saved_policy(recipe, uses_adapter=self.uses_adapter).to(trainer.args.device)
-        return evaluate_recipe_model(recipe, model, tokenizer, uses_adapter=self.uses_adapter)
+        return self.evaluator.final(model)
 
     def print_summary(self, trainer, result: dict[str, Any] | None) -> None:
         recipe = self.recipe

@@ -63,12 +63,32 @@ def test_zero3_launch_is_refused_before_any_model_loads(tiny_model_dir, tmp_path
 
     from alignment.errors import RecipeError
     from alignment.eval.periodic import periodic_evaluation
+    from alignment.eval.run import RecipeEvaluator
 
     recipe = recipe_from_dict(online_recipe(tiny_model_dir, tmp_path, evaluation={"every_n_steps": 2}))
+    evaluator = RecipeEvaluator(recipe, tokenizer=None, uses_adapter=False)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(RecipeError, match="every_n_steps.*ZeRO-3") as err:
-        periodic_evaluation(recipe, tokenizer=None, uses_adapter=False)
+        periodic_evaluation(evaluator)
     assert err.value.exit_code == 2
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
-    assert periodic_evaluation(recipe, tokenizer=None, uses_adapter=False) is not None
+    assert periodic_evaluation(evaluator) is not None
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["evaluation.reference=/nonexistent/model", "evaluation.reward={kind: function, function: no_such.module:f}"],
+)
+def test_a_bad_judge_or_reference_stops_the_run_before_the_policy_loads(tmp_path, monkeypatch, capsys, override):
+    """The evaluator is built before training: its mistakes cost no training (they used to surface after it)."""
+    import alignment.policy.build
+    from alignment.cli import main
+
+    def forbidden(recipe):
+        raise AssertionError("the policy was built")
+
+    monkeypatch.setattr(alignment.policy.build, "build_policy", forbidden)
+    argv = ["recipes/dpo.yaml", "data.train.args.n=16", override, f"output_dir={tmp_path / 'out'}"]
+    assert main(argv) == 2
+    assert override.split("=")[0] in capsys.readouterr().err
