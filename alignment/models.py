@@ -23,6 +23,40 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(alias) if alias is not None else name_or_path
 
 
+def check_model_name(name: str, what: str, *, trust_remote_code: bool = False) -> None:
+    """Fail with a DataError naming `what` (a recipe key or an argument) unless `name` resolves to a model.
+
+    Aliases and local directories with a config.json pass; a missing local path (explicit, ``a/b/c``, or
+    ``runs/typo`` whose first part exists) is named as such instead of surfacing as a hub lookup error deep in
+    transformers; anything else must give a config (a hub id this machine can reach). Reads no weights, so
+    callers check every model before loading any.
+    """
+    from transformers import AutoConfig
+
+    from alignment.errors import DataError
+
+    if name in MODEL_ALIASES:
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise DataError(f"{what}: '{name}' is a directory without config.json, not a saved model")
+        return
+    if path.exists():
+        raise DataError(f"{what}: '{name}' is a file; give a model directory, an alias or a hub id")
+    parts = name.split("/")
+    explicit = name.startswith(("/", "./", "../", "~"))
+    if explicit or len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir()):
+        raise DataError(f"{what}: model directory '{name}' does not exist (looked for {path.resolve()})")
+    try:
+        AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"{what}: cannot load '{name}' ({type(err).__name__}: {str(err).splitlines()[0]}); give a model "
+            "directory, an alias (toy-base) or a hub id this machine can reach"
+        ) from None
+
+
 def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False):
     """The tokenizer with a pad token (EOS when the model has none; padding side right for training)."""
     from transformers import AutoTokenizer

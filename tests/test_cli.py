@@ -159,3 +159,18 @@ def test_missing_subcommand_module_is_a_clean_error(monkeypatch, capsys):
     monkeypatch.setitem(cli.SUBCOMMANDS, "eval", "alignment.no_such_package.cli")
     assert cli.main(["eval", "x"]) == 2
     assert capsys.readouterr().err == "error: `alignment eval` is not available in this installation\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["eval", "runs/does-not-exist/x"], "MODEL"),
+        (["eval", "toy-base", "--reference", "/no/such/model"], "--reference"),
+        (["generate", "./missing-model", "--n", "2"], "MODEL"),
+        (["shift", "toy-base", "/no/such/aligned"], "ALIGNED"),
+    ],
+)
+def test_commands_name_a_missing_model_before_loading_anything(forbid_model_loading, capsys, argv, named):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{named}: model directory" in err and "does not exist" in err

@@ -20,6 +20,7 @@ from typing import Any
 
 from alignment.errors import DataError
 from alignment.methods.urial import PROMPT_FILE as URIAL_PROMPT
+from alignment.models import check_model_name
 
 RUN_RECIPE = "recipe.yaml"
 DEFAULT_OUTPUT_DIR = "runs/shift"
@@ -66,30 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int, default=8, help="prompts per scoring forward")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     return parser
-
-
-def check_model_name(name: str, what: str) -> None:
-    """A missing local model directory fails here, not as a hub lookup deep inside transformers.
-
-    Aliases and existing directories pass; `name` or `org/name` that does not exist locally is left to the
-    hub, unless its first component is an existing local directory (``runs/typo``) or it is an explicit path.
-    """
-    from alignment.models import MODEL_ALIASES
-    from alignment.recipe.load import looks_like_local_path
-
-    if name in MODEL_ALIASES:
-        return
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise DataError(f"{what}: '{name}' is a directory without config.json, not a saved model")
-        return
-    if path.exists():
-        raise DataError(f"{what}: '{name}' is a file; give a model directory, an alias or a hub id")
-    parts = name.split("/")
-    local = looks_like_local_path(name) or len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
-    if local:
-        raise DataError(f"{what}: model directory '{name}' does not exist (looked for {path.resolve()})")
 
 
 def read_template(path: str | Path, what: str) -> str:

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """`alignment eval MODEL [--reference REF] [--backend vllm] [--template T] ...`: evaluate any saved model."""
     from alignment.data.prompts import distinct_prompts, template_problem
-    from alignment.models import load_causal_lm, load_tokenizer
+    from alignment.models import check_model_name, load_causal_lm, load_tokenizer
     from alignment.recipe.schema import DatasetSpec
     from alignment.rewards.base import build_reward, reward_config_from_cli
 
@@ -62,6 +62,8 @@ def main(argv: list[str]) -> int:
             parser.error(f"{flag}: {problem}")
     if "" in args.stop:
         parser.error("--stop: a stop string must not be empty")
+    check_model_name(args.model, "MODEL")  # before anything loads, with the argument named
+    check_model_name(args.reference, "--reference")
     reward_config = reward_config_from_cli(args.reward)
     reward = build_reward(reward_config)
     settings = EvalSettings(

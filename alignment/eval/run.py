@@ -99,7 +99,11 @@ class RecipeEvaluator:
         self.prompts = distinct_prompts(evaluation.prompts, evaluation.seed)
         self.settings = EvalSettings.from_config(evaluation)
         if evaluation.reference is not None:
-            check_loadable(evaluation.reference, "evaluation.reference", recipe.model.trust_remote_code)
+            from alignment.models import check_model_name
+
+            check_model_name(
+                evaluation.reference, "evaluation.reference", trust_remote_code=recipe.model.trust_remote_code
+            )
         self._reference: tuple[nn.Module, Any] | None = None  # (model, tokenizer) once loaded
 
     def __call__(self, model: nn.Module) -> dict[str, Any]:
@@ -164,20 +168,3 @@ class RecipeEvaluator:
         result = self(model)
         write_eval(result, self.recipe.output_dir)
         return result
-
-
-def check_loadable(name: str, key: str, trust_remote_code: bool) -> None:
-    """A model name that resolves to a config (local directory, alias or reachable hub id); a DataError
-    naming `key` otherwise. Reads the config only: no weights load."""
-    from transformers import AutoConfig
-
-    from alignment.errors import DataError
-    from alignment.models import resolve_model_path
-
-    try:
-        AutoConfig.from_pretrained(resolve_model_path(name), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise DataError(
-            f"{key}: cannot load '{name}' ({type(err).__name__}: {str(err).splitlines()[0]}); give a model "
-            "directory, an alias (toy-base) or a hub id this machine can reach"
-        ) from None

@@ -41,13 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     from alignment.data.prompts import distinct_prompts
-    from alignment.models import load_causal_lm, load_tokenizer
+    from alignment.models import check_model_name, load_causal_lm, load_tokenizer
     from alignment.recipe.schema import DatasetSpec, SamplingConfig
     from alignment.rewards.base import build_reward, reward_config_from_cli
     from alignment.sampling.best_of_n import best_of_n
     from alignment.sampling.factory import build_sampler, sampling_params_from_config
 
     args = build_parser().parse_args(argv)
+    check_model_name(args.model, "MODEL")  # before anything loads, with the argument named
     reward_config = reward_config_from_cli(args.reward, args.reward_model)
     reward = build_reward(reward_config)  # fails fast on a bad module:function, before any model loads
     spec = DatasetSpec(name=args.prompts, split=args.split, num_samples=args.num_prompts)
