@@ -365,6 +365,12 @@ class Recipe:
                 "(remove the data section)",
             )
             check(self.evaluation.enabled, "evaluation.enabled", f"a '{spec.name}' run only evaluates")
+            changed = sorted(k for k in self.training if self.training[k] != TRAINING_DEFAULTS.get(k))
+            check(
+                not changed,
+                "training",
+                f"method '{spec.name}' trains nothing; remove the training keys {changed}",
+            )
         else:
             check(self.data.train is not None, "data.train", MISSING_TRAIN)
         if self.data.source is None:  # resolved, so the saved recipe says which source the run used

@@ -81,12 +81,20 @@ def test_bad_prompt_file_exits_2_before_any_model_loads(tmp_path, monkeypatch, c
     assert loaded == [] and not (tmp_path / "out").exists()
 
 
-def test_a_data_section_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.train=toy-prompts", "trains nothing and reads no data"),
+        ("training.learning_rate=0.1", "trains nothing; remove the training keys ['learning_rate']"),
+        ("evaluation.enabled=false", "only evaluates"),
+    ],
+)
+def test_settings_a_urial_run_would_ignore_are_refused(tmp_path, override, message):
     from alignment.errors import RecipeError
     from alignment.recipe.load import load_recipe
 
-    with pytest.raises(RecipeError, match="trains nothing and reads no data"):
-        load_recipe("recipes/urial.yaml", ["data.train=toy-prompts", f"output_dir={tmp_path}"])
+    with pytest.raises(RecipeError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_recipe("recipes/urial.yaml", [override, f"output_dir={tmp_path}"])
 
 
 @pytest.mark.integration
