@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 
-from alignment.eval.history import read_history
 from alignment.eval.plot import plot_eval
 from alignment.eval.policy import Policy
 from alignment.experience.selectors import best_or_worst
@@ -204,8 +203,11 @@ def eval_payload(result: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in result.items() if not key.startswith("_")}
 
 
-def write_eval(result: dict[str, Any], output_dir: str | Path) -> Path:
-    """eval.json and eval_rewards.png (reward histograms, and the path in `eval_history.jsonl` to this result)."""
+def write_eval(
+    result: dict[str, Any], output_dir: str | Path, history: Sequence[dict[str, Any]] = ()
+) -> Path:
+    """eval.json and eval_rewards.png: reward histograms and, when this run evaluated during training, its
+    `history` (the rows of `eval_history.jsonl`), the path that led to this result."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "eval.json"
@@ -216,6 +218,6 @@ def write_eval(result: dict[str, Any], output_dir: str | Path) -> Path:
         result,
         samples["reward"].flatten().tolist(),
         samples["reference_reward"].flatten().tolist(),
-        read_history(out),
+        history,
     )
     return path

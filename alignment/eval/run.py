@@ -21,8 +21,10 @@ from torch import nn
 
 from alignment.errors import RecipeError
 from alignment.eval.gold import EvalSettings, evaluate, write_eval
+from alignment.eval.history import read_history
 from alignment.eval.policy import Policy, make_policy
 from alignment.recipe.schema import Recipe, RewardConfig
+from alignment.rewards.base import Reward
 
 logger = logging.getLogger(__name__)
 
@@ -76,31 +78,46 @@ def load_saved_policy(recipe: Recipe, *, uses_adapter: bool):
 class RecipeEvaluator:
     """The recipe's evaluation of any model of its run (live during training, or trained).
 
-    Prompts, judge and settings are loaded once, when it is built, and a reference other than the initial
-    model is checked to be loadable (its config), so a bad prompt set, judge or reference fails before
-    training; the reference model itself is loaded at the first call and kept for the next.
+    Prompts and settings are loaded once, when it is built (on every rank, before any model loads), and the
+    judge and a reference other than the initial model are checked, so a bad prompt set, judge or reference
+    fails before training. Models are loaded only at the first call (rank 0) and kept for the next: a
+    reward-model judge and the reference, so the other ranks never hold them.
     """
 
-    def __init__(self, recipe: Recipe, tokenizer, *, uses_adapter: bool):
+    def __init__(
+        self,
+        recipe: Recipe,
+        tokenizer,
+        *,
+        uses_adapter: bool,
+        template: str | None = None,
+        stop: tuple[str, ...] = (),
+    ):
+        """`template` / `stop`: the evaluated policy's prompt template and stop strings when the run kind sets
+        them (URIAL's prefix), in place of `evaluation.template` / `evaluation.stop`."""
         from alignment.data.prompts import distinct_prompts
-        from alignment.rewards.base import build_reward
+        from alignment.models import check_model_name
 
         evaluation = recipe.evaluation
         self.recipe = recipe
         self.tokenizer = tokenizer
         self.uses_adapter = uses_adapter
+        self.template = template if template is not None else recipe.evaluation.template
+        self.stop = tuple(stop) or tuple(recipe.evaluation.stop)
         self.reward_config = judge_reward_config(recipe)
-        try:
-            self.reward = build_reward(self.reward_config)
-        except RecipeError as err:  # name the section the judge came from
-            if evaluation.reward is None or not err.path.startswith("reward"):
-                raise
-            raise RecipeError(f"evaluation.{err.path}", err.message) from None
+        self._reward: Reward | None = None
+        if self.reward_config.kind == "model":  # loaded at the first call; checked now
+            section = "evaluation.reward" if evaluation.reward is not None else "reward"
+            check_model_name(
+                self.reward_config.name_or_path,
+                f"{section}.name_or_path",
+                trust_remote_code=recipe.model.trust_remote_code,
+            )
+        else:
+            self._reward = self._build_reward()
         self.prompts = distinct_prompts(evaluation.prompts, evaluation.seed)
         self.settings = EvalSettings.from_config(evaluation)
         if evaluation.reference is not None:
-            from alignment.models import check_model_name
-
             check_model_name(
                 evaluation.reference, "evaluation.reference", trust_remote_code=recipe.model.trust_remote_code
             )
@@ -110,9 +127,7 @@ class RecipeEvaluator:
         """`model` (the run's policy; a DDP/DeepSpeed wrapper is looked through) against the reference."""
         model = getattr(model, "module", model)
         evaluation, initial = self.recipe.evaluation, self.recipe.model.name_or_path
-        policy = self._policy(
-            model, self.tokenizer, initial, template=evaluation.template, stop=evaluation.stop
-        )
+        policy = self._policy(model, self.tokenizer, initial, template=self.template, stop=self.stop)
         if evaluation.reference is None and self.uses_adapter:
             reference = self._policy(
                 model, self.tokenizer, initial, template=evaluation.reference_template, adapter_disabled=True
@@ -135,6 +150,23 @@ class RecipeEvaluator:
             self.settings,
             harmful_fn=harmful_fn_for(self.reward_config.kind),
         )
+
+    @property
+    def reward(self) -> Reward:
+        """The judge (a reward model is loaded here, at the first evaluation, on the evaluating rank only)."""
+        if self._reward is None:
+            self._reward = self._build_reward()
+        return self._reward
+
+    def _build_reward(self) -> Reward:
+        from alignment.rewards.base import build_reward
+
+        try:
+            return build_reward(self.reward_config)
+        except RecipeError as err:  # name the section the judge came from
+            if self.recipe.evaluation.reward is None or not err.path.startswith("reward"):
+                raise
+            raise RecipeError(f"evaluation.{err.path}", err.message) from None
 
     def _policy(self, model: nn.Module, tokenizer, model_dir: str, **kwargs: Any) -> Policy:
         """A policy sampled through `evaluation.backend`; a vLLM engine starts from `model_dir`, a checkpoint
@@ -161,10 +193,11 @@ class RecipeEvaluator:
         model = load_causal_lm(name, trust_remote_code=m.trust_remote_code, dtype=m.dtype)
         return model.to(device), load_tokenizer(name, trust_remote_code=m.trust_remote_code)
 
-
     def final(self, model: nn.Module) -> dict[str, Any]:
         """The final evaluation of `model`: writes output_dir/eval.json and eval_rewards.png (with the path of
         `eval_history.jsonl` when the run evaluated during training)."""
         result = self(model)
-        write_eval(result, self.recipe.output_dir)
+        periodic = self.recipe.evaluation.every_n_steps is not None  # else a history there is another run's
+        history = read_history(self.recipe.output_dir) if periodic else []
+        write_eval(result, self.recipe.output_dir, history)
         return result

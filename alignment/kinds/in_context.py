@@ -9,11 +9,11 @@ reference (the plain base model), so its `eval.json` compares key for key.
 
 from __future__ import annotations
 
-import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
-from alignment.errors import DataError
+from alignment.errors import DataError, RecipeError
 from alignment.files import write_text_atomic
 from alignment.lifecycle import RunKind, print_dry_run
 from alignment.methods.urial import PROMPT_FILE, parse_prompt_file
@@ -28,6 +28,12 @@ class InContextRun(RunKind):
         from alignment.data.prompts import apply_template, distinct_prompts
 
         recipe = self.recipe
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would evaluate and write the same files
+            raise RecipeError(
+                "method.name",
+                f"a '{recipe.method.name}' run trains nothing and evaluates on one process: start it with "
+                "`alignment RECIPE.yaml`, not a multi-process launch",
+            )
         params, evaluation = recipe.method.params, recipe.evaluation
         self.template = parse_prompt_file(params.prompt_file, params).template(params)
         self.prefix_tokens = len(tokenizer(self.template.replace("{prompt}", ""))["input_ids"])
@@ -65,15 +71,9 @@ class InContextRun(RunKind):
         out = Path(recipe.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / PROMPT_FILE, self.template)
-        judged = dataclasses.replace(
-            recipe,
-            evaluation=dataclasses.replace(
-                recipe.evaluation,
-                template=self.template,
-                stop=list(policy_stop(recipe)),
-            ),
+        evaluator = RecipeEvaluator(  # judge, prompts and reference checked before the model loads
+            recipe, tokenizer, uses_adapter=False, template=self.template, stop=policy_stop(recipe)
         )
-        evaluator = RecipeEvaluator(judged, tokenizer, uses_adapter=False)  # judge, prompts, reference first
         m = recipe.model
         model = load_causal_lm(
             m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, dtype=m.dtype

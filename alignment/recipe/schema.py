@@ -365,6 +365,14 @@ class Recipe:
                 "(remove the data section)",
             )
             check(self.evaluation.enabled, "evaluation.enabled", f"a '{spec.name}' run only evaluates")
+            check(
+                self.evaluation.template is None,
+                "evaluation.template",
+                f"a '{spec.name}' run's template is its rendered prefix (method.prompt_file); remove this key",
+            )
+            check(
+                self.evaluation.every_n_steps is None, "evaluation.every_n_steps", "nothing trains: remove it"
+            )
             changed = sorted(k for k in self.training if self.training[k] != TRAINING_DEFAULTS.get(k))
             check(
                 not changed,
@@ -373,6 +381,12 @@ class Recipe:
             )
         else:
             check(self.data.train is not None, "data.train", MISSING_TRAIN)
+        if spec.kind == "reward_model":
+            check(
+                self.evaluation.every_n_steps is None,
+                "evaluation.every_n_steps",
+                "the reward model is evaluated on its held-out pairs after training, not during it",
+            )
         if self.data.source is None:  # resolved, so the saved recipe says which source the run used
             object.__setattr__(self, "data", dataclasses.replace(self.data, source=spec.sources[0]))
         check(

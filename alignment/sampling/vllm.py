@@ -86,20 +86,23 @@ class VLLMSampler:
         self.stop_token_ids = _eos_ids(self.tokenizer, GenerationConfig, self.model_dir)
         if self.model_dir not in _ENGINES:
             try:
-                _ENGINES[self.model_dir] = self.vllm.LLM(
-                    model=self.model_dir,
-                    dtype=dtype,
-                    max_model_len=max_model_len,
-                    gpu_memory_utilization=gpu_memory_utilization,
-                    enforce_eager=enforce_eager,
-                    seed=seed,
-                    logprobs_mode="raw_logprobs",
-                    generation_config="vllm",
-                    # vLLM rewinds a seeded request's generator when a chunked prefill discards its token,
-                    # which the CPU backend's generators cannot do ("CPU Generator does not use offset"):
-                    # long prompts (an in-context prefix) crash there unless prefills stay whole.
-                    **({} if torch.cuda.is_available() else {"enable_chunked_prefill": False}),
-                )
+                # the worker reseeds random/numpy/torch at start-up; training must not notice an engine
+                # started in the middle of it (a periodic evaluation), so the states are put back after
+                with _rng_preserved():
+                    _ENGINES[self.model_dir] = self.vllm.LLM(
+                        model=self.model_dir,
+                        dtype=dtype,
+                        max_model_len=max_model_len,
+                        gpu_memory_utilization=gpu_memory_utilization,
+                        enforce_eager=enforce_eager,
+                        seed=seed,
+                        logprobs_mode="raw_logprobs",
+                        generation_config="vllm",
+                        # vLLM rewinds a seeded request's generator when a chunked prefill discards its token,
+                        # which the CPU backend's generators cannot do ("CPU Generator does not use offset"):
+                        # long prompts (an in-context prefix) crash there unless prefills stay whole.
+                        **({} if torch.cuda.is_available() else {"enable_chunked_prefill": False}),
+                    )
             except Exception as exc:
                 raise BackendError(
                     f"sampling backend 'vllm' failed to start an engine for {self.model_dir}: "
@@ -173,6 +176,25 @@ class VLLMSampler:
         weights = [(name, t.detach()) for name, t in named_tensors]  # materialise: ZeRO-3 gathers are scoped
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
+
+
+@contextmanager
+def _rng_preserved() -> Iterator[None]:
+    """The global random, numpy and torch (CPU and CUDA) generator states, restored on exit."""
+    import random
+
+    import numpy as np
+
+    states = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def _per_prompt_seeds(seed: int | None, count: int) -> list[int | None]:

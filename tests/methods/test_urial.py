@@ -87,6 +87,8 @@ def test_bad_prompt_file_exits_2_before_any_model_loads(tmp_path, monkeypatch, c
         ("data.train=toy-prompts", "trains nothing and reads no data"),
         ("training.learning_rate=0.1", "trains nothing; remove the training keys ['learning_rate']"),
         ("evaluation.enabled=false", "only evaluates"),
+        ("evaluation.template='Q: {prompt}'", "template is its rendered prefix"),
+        ("evaluation.every_n_steps=2", "nothing trains"),
     ],
 )
 def test_settings_a_urial_run_would_ignore_are_refused(tmp_path, override, message):
@@ -131,3 +133,12 @@ def test_urial_run_writes_the_prefix_and_an_eval_comparable_to_a_trained_run(tin
     argv = ["eval", str(tiny_model_dir), "--reference", str(tiny_model_dir), "--output-dir", str(plain)]
     assert main([*argv, "--num-prompts", "6", "--max-new-tokens", "12"]) == 0
     assert set(result) == set(json.loads((plain / "eval.json").read_text()))
+
+
+def test_a_multi_process_launch_is_refused(tmp_path, monkeypatch, capsys):
+    """Every rank would evaluate and write the same files: one process, said before any model loads."""
+    from alignment.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["recipes/urial.yaml", f"output_dir={tmp_path / 'out'}"]) == 2
+    assert "evaluates on one process" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -170,3 +170,23 @@ def test_seeded_sampling_of_long_prompts_beyond_one_scheduler_step(vllm_sampler,
     params = SamplingParams(n=2, max_new_tokens=8, seed=5)
     first, again = vllm_sampler.generate(prompts, params), vllm_sampler.generate(prompts, params)
     assert first.token_ids == again.token_ids and len(first.token_ids) == 96
+
+
+def test_engine_start_up_leaves_the_global_generators_as_they_were():
+    """vLLM's worker reseeds random/numpy/torch when an engine starts; one started mid-training (a periodic
+    evaluation) must not change the draws training makes next."""
+    import random
+
+    import numpy as np
+
+    from alignment.sampling.vllm import _rng_preserved
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    random.seed(3), np.random.seed(3), torch.manual_seed(3)
+    want = draws()
+    random.seed(3), np.random.seed(3), torch.manual_seed(3)
+    with _rng_preserved():
+        random.seed(0), np.random.seed(0), torch.manual_seed(0)  # what the worker does
+    assert draws() == want

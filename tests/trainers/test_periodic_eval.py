@@ -36,6 +36,7 @@ def test_every_n_steps_writes_history_and_plots_the_path(tiny_model_dir, tmp_pat
     real_plot = gold.plot_eval
     monkeypatch.setattr(gold, "plot_eval", lambda *a: plotted.append(a[-1]) or real_plot(*a))
     periodic, plain = tmp_path / "periodic", tmp_path / "plain"
+    append_history(plain, 99, {"win_rate": 0.9, "kl": 9.0})  # an earlier run's history in the same directory
     for out, every in ((periodic, 2), (plain, None)):
         raw = online_recipe(
             tiny_model_dir, out, training={"max_steps": 6}, evaluation={"every_n_steps": every}
@@ -51,7 +52,7 @@ def test_every_n_steps_writes_history_and_plots_the_path(tiny_model_dir, tmp_pat
     assert len({row["kl"] for row in history}) == 3  # the policy moved between evaluations
     assert plotted[0] == history  # the final figure draws the path of this run
     assert (periodic / "eval_rewards.png").stat().st_size > 0
-    assert not (plain / "eval_history.jsonl").exists() and plotted[1] == []
+    assert plotted[1] == []  # a run without periodic evaluation draws no path, not an earlier run's
 
     a, b = load_file(str(periodic / "model.safetensors")), load_file(str(plain / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -78,7 +79,11 @@ def test_zero3_launch_is_refused_before_any_model_loads(tiny_model_dir, tmp_path
 
 @pytest.mark.parametrize(
     "override",
-    ["evaluation.reference=/nonexistent/model", "evaluation.reward={kind: function, function: no_such.module:f}"],
+    [
+        "evaluation.reference=/nonexistent/model",
+        "evaluation.reward={kind: function, function: no_such.module:f}",
+        "evaluation.reward={kind: model, name_or_path: /no/such/reward-model}",
+    ],
 )
 def test_a_bad_judge_or_reference_stops_the_run_before_the_policy_loads(tmp_path, monkeypatch, capsys, override):
     """The evaluator is built before training: its mistakes cost no training (they used to surface after it)."""
