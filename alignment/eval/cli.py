@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stop", action="append", default=[], help="stop string of MODEL's samples (repeatable)"
     )
+    parser.add_argument(
+        "--reference-stop", action="append", default=[], help="stop string of the reference's samples"
+    )
     return parser
 
 
@@ -60,8 +63,9 @@ def main(argv: list[str]) -> int:
         problem = template_problem(template)
         if problem:
             parser.error(f"{flag}: {problem}")
-    if "" in args.stop:
-        parser.error("--stop: a stop string must not be empty")
+    for flag, stops in (("--stop", args.stop), ("--reference-stop", args.reference_stop)):
+        if "" in stops:
+            parser.error(f"{flag}: a stop string must not be empty")
     check_model_name(args.model, "MODEL")  # before anything loads, with the argument named
     check_model_name(args.reference, "--reference")
     reward_config = reward_config_from_cli(args.reward)
@@ -88,7 +92,7 @@ def main(argv: list[str]) -> int:
         )
         for name, template, stop in (
             (args.model, args.template, args.stop),
-            (args.reference, args.reference_template, ()),
+            (args.reference, args.reference_template, args.reference_stop),
         )
     )
     result = evaluate(

@@ -9,7 +9,7 @@ evaluation after training (`evaluate_recipe_model`) and the periodic one during 
 * reference — `evaluation.reference`; else the initial model `model.name_or_path`, which for LoRA runs is
   the policy itself with its adapter off;
 * both policies sample through `evaluation.backend`, behind `evaluation.template` and
-  `evaluation.reference_template`; the evaluated policy's samples end at `evaluation.stop`.
+  `evaluation.reference_template`; their samples end at `evaluation.stop` / `evaluation.reference_stop`.
 """
 
 from __future__ import annotations
@@ -130,7 +130,12 @@ class RecipeEvaluator:
         policy = self._policy(model, self.tokenizer, initial, template=self.template, stop=self.stop)
         if evaluation.reference is None and self.uses_adapter:
             reference = self._policy(
-                model, self.tokenizer, initial, template=evaluation.reference_template, adapter_disabled=True
+                model,
+                self.tokenizer,
+                initial,
+                template=evaluation.reference_template,
+                stop=evaluation.reference_stop,
+                adapter_disabled=True,
             )
         else:
             if self._reference is None:
@@ -141,6 +146,7 @@ class RecipeEvaluator:
                 ref_tokenizer,
                 evaluation.reference or initial,
                 template=evaluation.reference_template,
+                stop=evaluation.reference_stop,
             )
         return evaluate(
             policy,

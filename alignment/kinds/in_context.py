@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from alignment.errors import DataError, RecipeError
 from alignment.files import write_text_atomic
 from alignment.lifecycle import RunKind, print_dry_run
@@ -78,7 +80,7 @@ class InContextRun(RunKind):
         model = load_causal_lm(
             m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, dtype=m.dtype
         )
-        return evaluator.final(model)
+        return evaluator.final(model.to("cuda" if torch.cuda.is_available() else "cpu"))
 
     def print_summary(self, trainer, result: dict[str, Any] | None) -> None:
         del trainer

@@ -276,6 +276,10 @@ class EvaluationConfig:
         "a sample ends before the first, which its text never holds.",
         factory=list,
     )
+    reference_stop: list[str] = param(
+        help="Stop strings of the reference policy's samples (with a reference_template that needs them).",
+        factory=list,
+    )
     every_n_steps: int | None = param(
         None, help="Also evaluate every N optimizer steps during training (output_dir/eval_history.jsonl)."
     )
@@ -296,8 +300,9 @@ class EvaluationConfig:
             "reward.kind",
             "the evaluation needs a reward that scores completions (gold, model or function), got 'none'",
         )
-        for i, stop in enumerate(self.stop):
-            check(bool(stop), f"stop[{i}]", "must not be empty")
+        for name in ("stop", "reference_stop"):
+            for i, stop in enumerate(getattr(self, name)):
+                check(bool(stop), f"{name}[{i}]", "must not be empty")
         for name in ("template", "reference_template"):
             problem = template_problem(getattr(self, name))
             check(problem is None, name, problem or "")

@@ -80,3 +80,18 @@ def test_eval_command_writes_eval_json(tmp_path, capsys):
     assert result["num_samples"] == 8 and 0.0 <= result["win_rate"] <= 1.0
     assert abs(result["kl"]) < 1e-6  # toy-base against its own default reference
     assert "win_rate" in capsys.readouterr().out
+
+
+def test_eval_command_stops_each_side_at_its_own_stop_strings(tmp_path):
+    """--stop cuts the policy's samples and --reference-stop the reference's: neither text holds its marker,
+    and a side without stop strings is not cut (toy answers are full of "e")."""
+    from alignment.cli import main
+
+    argv = ["eval", "toy-base", "--num-prompts", "6", "--output-dir", str(tmp_path)]
+    assert main([*argv, "--reference-template", "Q: {prompt}", "--reference-stop", "e"]) == 0
+    examples = json.loads((tmp_path / "eval.json").read_text())["examples"]
+    assert all("e" not in ex["reference"] for ex in examples)
+    assert any("e" in ex["policy"] for ex in examples)
+    assert main([*argv, "--stop", "e"]) == 0
+    examples = json.loads((tmp_path / "eval.json").read_text())["examples"]
+    assert all("e" not in ex["policy"] for ex in examples) and any("e" in ex["reference"] for ex in examples)
