@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from alignment.analysis.plot import plot_shift
-from alignment.eval.gold import _completion_logits, check_same_vocabulary
+from alignment.eval.gold import check_same_vocabulary, policy_completion_logits
 from alignment.eval.policy import Policy
 from alignment.files import write_json_atomic
 from alignment.sampling.base import SamplingParams
@@ -248,8 +248,8 @@ def score_shift(
             kls.extend([] for _ in comps)
             continue
         rows = [[ids] for ids in comps]
-        base_logits, batch = _completion_logits(base, chunk, rows)
-        aligned_logits = _completion_logits(aligned, chunk, rows)[0].to(base_logits.device)
+        base_logits, batch = policy_completion_logits(base, chunk, rows)
+        aligned_logits = policy_completion_logits(aligned, chunk, rows)[0].to(base_logits.device)
         if base_logits.shape[-1] != aligned_logits.shape[-1]:
             raise ValueError(
                 f"base and aligned models have different output sizes ({base_logits.shape[-1]} vs "

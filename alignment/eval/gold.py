@@ -100,7 +100,7 @@ def check_same_vocabulary(policy: Policy, reference: Policy) -> None:
         raise ValueError("policy and reference tokenizers differ: the KL needs one shared vocabulary")
 
 
-def _completion_logits(
+def policy_completion_logits(
     side: Policy, prompts: Sequence[str], completions: Sequence[Sequence[Sequence[int]]]
 ) -> tuple[torch.Tensor, SequenceBatch]:
     """(M, V) logits of `side`'s scorer at the completion positions, its prompts rendered by its template."""
@@ -130,8 +130,8 @@ def kl_on_samples(
     kls, ratios = [], []
     for start in range(0, len(prompts), batch_size):
         chunk, comps = prompts[start : start + batch_size], token_ids[start : start + batch_size]
-        pol_logits, batch = _completion_logits(policy, chunk, comps)
-        ref_logits = _completion_logits(reference, chunk, comps)[0].to(pol_logits.device)
+        pol_logits, batch = policy_completion_logits(policy, chunk, comps)
+        ref_logits = policy_completion_logits(reference, chunk, comps)[0].to(pol_logits.device)
         pol_logits, ref_logits = pol_logits / temperature, ref_logits / temperature
         kls.append(sequence_kl(pol_logits, ref_logits, batch).double().cpu())
         delta = gather_logps(pol_logits, batch.target_ids) - gather_logps(ref_logits, batch.target_ids)
