@@ -56,3 +56,19 @@ def zero_stage(trainer) -> int:
     """The DeepSpeed ZeRO stage of the trainer's run, 0 without DeepSpeed."""
     plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
     return int(plugin.zero_stage) if plugin is not None else 0
+
+
+def end_trainer_state() -> None:
+    """Forget the finished Trainer's accelerate state (keeping the process group), so a next stage in the same
+    process can build its own: accelerate refuses a second DeepSpeed `Accelerator` while the first one's
+    state is alive. The stages of a staged run (Selfie) call this between stages; a no-op without one."""
+    import gc
+
+    from accelerate.state import AcceleratorState, GradientState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    unset_hf_deepspeed_config()
+    gc.collect()
+

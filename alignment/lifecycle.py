@@ -91,6 +91,18 @@ class RunKind(ABC):
         """The lines a user reads at the end (rank 0)."""
 
 
+class StagedRun(ABC):
+    """A run made of complete runs, one per stage, each through `execute_loaded` into its own directory
+    (Selfie: the seed DPO, then one self-labelled iteration per prompt pool)."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+
+    @abstractmethod
+    def execute(self, *, dry_run: bool = False) -> int:
+        """Every stage not already finished, in order; returns the process exit code."""
+
+
 class TrainingRunKind(RunKind):
     """A kind that trains: the lifecycle adds resume, distributed setup, the trainer and saving the model."""
 
@@ -136,12 +148,18 @@ def save_run(trainer, tokenizer, output_dir: str) -> None:
 
 def execute(kind: RunKind, *, dry_run: bool = False) -> int:
     """Run `kind`'s recipe through the whole lifecycle; returns the process exit code."""
-    recipe = kind.recipe
-    tokenizer = load_recipe_tokenizer(recipe)
+    tokenizer = load_recipe_tokenizer(kind.recipe)
     kind.load_data(tokenizer)
     if dry_run:
         kind.print_dry_run()
         return 0
+    return execute_loaded(kind, tokenizer)
+
+
+def execute_loaded(kind: RunKind, tokenizer) -> int:
+    """The lifecycle after `kind.load_data(tokenizer)`: what a staged run (Selfie) calls for each stage, having
+    loaded every stage's data first."""
+    recipe = kind.recipe
     if not isinstance(kind, TrainingRunKind):  # evaluation only: nothing to resume, train or save
         save_recipe(recipe, recipe.output_dir)
         kind.print_summary(None, kind.evaluate(None, tokenizer, 0.0))

@@ -4,10 +4,13 @@ but the command line, so the kinds and the lifecycle never import back from here
 from __future__ import annotations
 
 from alignment.kinds import kind_for
-from alignment.lifecycle import execute, setup_logging
+from alignment.lifecycle import StagedRun, execute, setup_logging
 from alignment.recipe.schema import Recipe
 
 
 def run_recipe(recipe: Recipe, *, dry_run: bool = False) -> int:
     setup_logging()
-    return execute(kind_for(recipe), dry_run=dry_run)
+    kind = kind_for(recipe)
+    if isinstance(kind, StagedRun):
+        return kind.execute(dry_run=dry_run)
+    return execute(kind, dry_run=dry_run)

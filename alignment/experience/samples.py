@@ -27,6 +27,7 @@ class Experience:
     """One micro-batch of on-policy examples, with everything the loss may read about them."""
 
     prompt_ids: list[list[int]]  # B x T_p
+    rows: torch.Tensor  # (B,) long, the sampled prompt (in [0, P)) of each example
     completion_ids: list[list[list[int]]]  # B x C x T_i, sampled ids (end with EOS when sampling stopped)
     scores: torch.Tensor  # (B, C) labeller score of each kept completion
     behaviour_logps: torch.Tensor | None  # (B, C) sampler's summed log-probs (temperature 1), when asked

@@ -34,6 +34,7 @@ def make_experience(
     logprobs = completions.logprobs
     return Experience(
         prompt_ids=[samples.prompt_ids[int(r)] for r in selection.rows],
+        rows=selection.rows,
         completion_ids=[
             [completions.token_ids[int(r)][int(j)] for j in idx]
             for r, idx in zip(selection.rows, selection.index, strict=True)

@@ -47,8 +47,11 @@ def build_trainer(recipe, model, tokenizer, objective, mode, ref_model, train, e
     )
 
 
-def prepare_static_trainer(recipe: Recipe, tokenizer, train, evaluation=None, make_args=None, objective=None):
-    """Policy, the method's examples, reference log-probs and the trainer; returns (trainer, reference mode).
+def prepare_static_trainer(
+    recipe: Recipe, tokenizer, train, evaluation=None, make_args=None, objective=None, model=None
+):
+    """Policy (`model`, or built from the recipe), the method's examples, reference log-probs and the trainer;
+    returns (trainer, reference mode).
 
     The TrainingArguments (`make_args()`, default `training_arguments(recipe)`) are made only after the
     reference log-probs: under ZeRO-3 they would make the policy load partitioned, unusable outside the
@@ -56,7 +59,7 @@ def prepare_static_trainer(recipe: Recipe, tokenizer, train, evaluation=None, ma
     from alignment.policy.build import build_policy
     from alignment.recipe.schema import method_spec
 
-    model = build_policy(recipe)
+    model = model if model is not None else build_policy(recipe)
     objective = objective or method_spec(recipe.method.name).objective(recipe.method.params)
     context = build_context(recipe, model, tokenizer)
     train = objective.build_examples(train, context)

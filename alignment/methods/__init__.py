@@ -17,6 +17,7 @@ from alignment.methods import (  # noqa: F401
     online_dpo,
     online_ipo,
     reward_model,
+    selfie,
     urial,
 )
 from alignment.methods.spec import (  # noqa: F401  (the public names of the package)

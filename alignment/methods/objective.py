@@ -10,7 +10,8 @@ The step context is what lets methods beyond fixed pairwise losses be written as
 progress (SPA's warm-up, schedules), collectives (KTO's batch KL point, a rolling quantile over all
 processes), the batch's extra columns (labels, UDM weights, experience scores and behaviour log-probs from
 the on-policy stage) and, on request (`needs_token_logps`), the policy's per-token log-probs (per-token
-importance ratios).
+importance ratios) or, with `needs_token_logits`, the policy's and the reference's logits at the completion
+tokens (Selfie's confidence from an extrapolated model).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class StepContext:
     # (M,) policy log-prob of every completion token, only when the objective sets `needs_token_logps`;
     # `batch["sequences"].target_seq` (M,) names each token's sequence (b·C + c)
     policy_token_logps: torch.Tensor | None = None
+    # (M, V) logits at the completion tokens, only when the objective sets `needs_token_logits` (Selfie's
+    # extrapolated model (1 + λ)·h_θ − λ·h_ref): the policy's (with gradient) and the reference's (without)
+    policy_token_logits: torch.Tensor | None = None
+    reference_token_logits: torch.Tensor | None = None
 
     @property
     def progress(self) -> float:
@@ -79,6 +84,9 @@ class Objective(ABC):
     example_columns: tuple[str, ...] = ()
     #: the trainer fills `StepContext.policy_token_logps` (costs nothing extra: the sums are made from them)
     needs_token_logps: bool = False
+    #: the trainer fills `StepContext.policy_token_logits` and `reference_token_logits` (and the per-token
+    #: log-probs); needs a live reference (`model.reference` copy or adapter), set per instance from params
+    needs_token_logits: bool = False
     #: on-policy data (`alignment.experience`): the registered labeller that scores the k samples of a
     #: prompt, and the registered selector that keeps C = `num_completions` of them per example
     labeller: str = "reward"
@@ -86,6 +94,12 @@ class Objective(ABC):
 
     def __init__(self, params: Any):
         self.params = params
+
+    @classmethod
+    def needs_live_reference(cls, params: Any) -> bool:
+        """Whether the loss reads the reference's logits, so precomputed log-probs will not do."""
+        del params
+        return False
 
     @abstractmethod
     def build_examples(self, dataset, ctx: BuildContext):

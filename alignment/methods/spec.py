@@ -11,7 +11,7 @@ from typing import Literal
 
 from alignment.registry import Registry
 
-MethodKind = Literal["policy", "reward_model", "in_context"]
+MethodKind = Literal["policy", "reward_model", "in_context", "self_labelled", "iterative"]
 DataSource = Literal["static", "on_policy"]
 #: on-policy runs read only the unique prompts, so any format will do
 ON_POLICY_FORMATS = ("prompts", "paired", "unpaired", "negatives")
@@ -27,7 +27,9 @@ class MethodSpec:
     description: str  # one line, shown by `alignment --help`
     objective: type | None = None  # its Objective subclass (alignment.methods.objective); built from params
     kind: MethodKind = "policy"  # policy: trains a policy with `objective`; reward_model: trains a classifier;
-    # in_context: trains nothing (URIAL: the base model behind an in-context prefix, evaluated)
+    # in_context: trains nothing (URIAL: the base model behind an in-context prefix, evaluated);
+    # self_labelled: labels its prompts with the model's own judgment, then trains `objective` on them;
+    # iterative: a sequence of complete runs of other methods, one per stage (Selfie)
     # data sources it can train on (`data.source`), the default first: static = a fixed dataset, on_policy =
     # samples of the current policy labelled and selected every step (the same loss either way)
     sources: tuple[DataSource, ...] = ("static",)

@@ -145,6 +145,7 @@ def check_local_paths(recipe: Recipe) -> None:
         "data.eval": recipe.data.eval,
         "evaluation.prompts": recipe.evaluation.prompts,
     }
+    specs.update({f"data.pools[{i}]": pool for i, pool in enumerate(recipe.data.pools)})
     for where, spec in specs.items():
         if (
             spec is not None

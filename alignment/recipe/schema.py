@@ -139,6 +139,11 @@ class DataConfig:
         "method's own.",
     )
     eval: DatasetSpec | None = param(None, help="Optional evaluation dataset for the trainer's eval loss.")
+    pools: list[DatasetSpec] = param(
+        help="Selfie: the unlabelled prompt pools, one per self-labelling iteration, disjoint from data.train "
+        "and from each other (their prompts are read; labels, if any, are ignored).",
+        factory=list,
+    )
     max_length: int = param(256, help="Maximum tokens of prompt + completion (the completion is cut first).")
     max_prompt_length: int = param(128, help="Maximum prompt tokens (prompts are cut from the left).")
     chat_template: str | None = param(None, help="Jinja chat template overriding the tokenizer's own.")
@@ -386,6 +391,18 @@ class Recipe:
             )
         else:
             check(self.data.train is not None, "data.train", MISSING_TRAIN)
+        if spec.kind == "iterative":
+            _check_iterative_recipe(self, spec.name)
+        else:
+            check(not self.data.pools, "data.pools", f"only Selfie reads prompt pools, not '{spec.name}'")
+        if spec.kind == "self_labelled":
+            room = self.data.max_length - self.data.max_prompt_length
+            check(
+                self.sampling.max_new_tokens <= room,
+                "sampling.max_new_tokens",
+                f"self-labelled pairs keep whole samples: max_new_tokens ({self.sampling.max_new_tokens}) must "
+                f"fit data.max_length - data.max_prompt_length = {room}",
+            )
         if spec.kind == "reward_model":
             check(
                 self.evaluation.every_n_steps is None,
@@ -408,6 +425,12 @@ class Recipe:
                     f"method '{spec.name}' reads {', '.join(formats)} data, got '{ds.format}'",
                 )
         check(
+            not (self.model.reference == "precomputed" and needs_live_reference(self)),
+            "model.reference",
+            f"this '{spec.name}' run reads the reference's logits (method.dnd_lambda > 0 with refinement); use "
+            "'copy' or 'adapter'",
+        )
+        check(
             not (self.model.reference == "precomputed" and self.data.source == "on_policy"),
             "model.reference",
             f"'precomputed' needs static data; this '{spec.name}' run samples on-policy "
@@ -415,13 +438,42 @@ class Recipe:
         )
 
 
+def needs_live_reference(recipe: Recipe) -> bool:
+    """Whether the method's loss reads the reference's logits (Selfie's noise detector), not only log-probs."""
+    objective = method_spec(recipe.method.name).objective
+    return objective is not None and objective.needs_live_reference(recipe.method.params)
+
+
+def _check_iterative_recipe(recipe: Recipe, name: str) -> None:
+    """Selfie: pools to iterate over, one λ per iteration, full weights to hand from stage to stage."""
+    params = recipe.method.params
+    pools = recipe.data.pools
+    check(
+        bool(pools),
+        "data.pools",
+        f"'{name}' needs at least one prompt pool, e.g. [{{name: toy-selfie, split: pool0}}]",
+    )
+    check(
+        not params.dnd or len(params.dnd_lambdas) >= len(pools),
+        "method.dnd_lambdas",
+        f"needs one λ per iteration: {len(pools)} pools, {len(params.dnd_lambdas)} values",
+    )
+    check(
+        not recipe.model.lora.enabled,
+        "model.lora.enabled",
+        f"'{name}' starts each iteration from the previous one's full weights; LoRA iterations are not "
+        "supported yet (train full weights, or run selfie_iteration recipes on merged models)",
+    )
+
+
 def reference_mode(recipe: Recipe) -> Literal["copy", "adapter", "precomputed"]:
-    """model.reference with 'auto' resolved: adapter with LoRA, else precomputed for static data, else copy"""
+    """model.reference with 'auto' resolved: adapter with LoRA, else precomputed for static data (unless the
+    loss reads the reference's logits), else copy"""
     if recipe.model.reference != "auto":
         return recipe.model.reference
     if recipe.model.lora.enabled:
         return "adapter"
-    return "precomputed" if recipe.data.source == "static" else "copy"
+    return "precomputed" if recipe.data.source == "static" and not needs_live_reference(recipe) else "copy"
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -367,43 +367,65 @@ def toy_selfie(
     *,
     split: str = "seed",
     seed: int = 0,
-    n_seed: int = 64,
-    n_pool: int = 200,
+    n_seed: int = 18,
+    pool_sizes: Sequence[int] = (77, 191, 287),
     temperature: float = 0.0,
     max_new_tokens: int = MAX_NEW_TOKENS,
     model: str = "toy-base",
 ):
-    """split "seed": n_seed labelled pairs (as toy-paired); "pool0"/"pool1": n_pool unlabelled prompts each.
+    """Selfie/SPA's data on the toy world: a small labelled seed and disjoint unlabelled prompt pools.
 
-    The three splits draw disjoint prompts from one seeded shuffle of the train prompt set.
+    Splits: "seed" — n_seed labelled pairs (two base samples per prompt, ordered by Bradley–Terry on gold
+    with `temperature`, 0 = noiseless, as toy-paired); "pool0" … "pool{T-1}" — the prompts of each pool,
+    unlabelled; "full" — the same labelling as "seed" for the seed's and every pool's prompts, the
+    all-labels arm Selfie is compared with. All splits draw disjoint prompts from one seeded shuffle of the
+    train prompts, seed first. The defaults use every train prompt: 18 seed prompts are 3.1 % of the 573
+    that "full" labels (the paper's 2K of 60K UltraFeedback prompts is 3.3 %), and the pools keep the
+    paper's 8K : 20K : 30K proportions.
     """
-    _check_split(split, ("seed", "pool0", "pool1"))
+    sizes = [int(n) for n in pool_sizes]
+    pools = [f"pool{i}" for i in range(len(sizes))]
+    _check_split(split, ("seed", *pools, "full"))
     prompts = all_prompts("train")
-    if n_seed + 2 * n_pool > len(prompts):
-        raise DataError(f"toy-selfie needs n_seed + 2*n_pool <= {len(prompts)} distinct train prompts")
+    if n_seed < 1 or any(n < 1 for n in sizes):
+        raise DataError(f"toy-selfie: n_seed and every pool size must be >= 1, got {n_seed} and {sizes}")
+    if n_seed + sum(sizes) > len(prompts):
+        raise DataError(
+            f"toy-selfie needs n_seed + sum(pool_sizes) <= {len(prompts)} distinct train prompts, "
+            f"got {n_seed} + {sum(sizes)}"
+        )
     random.Random(f"selfie-{seed}").shuffle(prompts)
-    start = {"seed": 0, "pool0": n_seed, "pool1": n_seed + n_pool}[split]
-    chosen_prompts = prompts[start : start + (n_seed if split == "seed" else n_pool)]
-    if split != "seed":
+    bounds = [0, n_seed, *(n_seed + sum(sizes[: i + 1]) for i in range(len(sizes)))]
+    if split in pools:
         from datasets import Dataset
 
-        return Dataset.from_dict({"prompt": chosen_prompts})
+        i = pools.index(split)
+        return Dataset.from_dict({"prompt": prompts[bounds[i + 1] : bounds[i + 2]]})
     args = dict(
         split=split,
         seed=seed,
         n_seed=n_seed,
-        n_pool=n_pool,
+        pool_sizes=sizes,
         temperature=temperature,
         max_new_tokens=max_new_tokens,
         model=model,
     )
-    return _cached(
-        "toy-selfie",
-        args,
-        lambda: _pairs(
-            chosen_prompts, _sample(model, chosen_prompts, 2, seed, max_new_tokens), temperature, seed + 1
-        ),
-    )
+
+    def label(part: list[str], offset: int) -> dict[str, list]:
+        return _pairs(
+            part, _sample(model, part, 2, seed + offset, max_new_tokens), temperature, seed + offset + 1
+        )
+
+    if split == "seed":
+        return _cached("toy-selfie", args, lambda: label(prompts[: bounds[1]], 0))
+
+    def build_full() -> dict[str, list]:
+        """The seed's own pairs (the same samples and labels as split "seed"), then the pools' prompts."""
+        seed_pairs = toy_selfie(**{**args, "split": "seed"}).to_dict()
+        pool_pairs = label(prompts[bounds[1] : bounds[-1]], 7919)
+        return {k: seed_pairs[k] + pool_pairs[k] for k in ("prompt", "chosen", "rejected")}
+
+    return _cached("toy-selfie", args, build_full)
 
 
 def toy_prompts(*, split: str = "train", seed: int = 0, n: int = 256, families: Sequence[str] | None = None):

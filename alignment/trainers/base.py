@@ -5,7 +5,8 @@ Features and assumptions:
   come from `transformers.Trainer`; this class only supplies the step: one forward pass for all C
   completions of B examples -> (B, C) log-probs -> the method's `Objective.loss`.
 * Reference log-probs come from the batch (`ref_logps`, precomputed), from the policy with its LoRA
-  adapter disabled, or from a frozen copy (`ref_model`).
+  adapter disabled, or from a frozen copy (`ref_model`); an objective that reads logits
+  (`needs_token_logits`) gets both models' logits at the completion tokens.
 * Metrics are averaged over the optimizer step's micro-batches and all processes, and logged under TRL's
   names with a `eval_` prefix in evaluation.
 * The method's extra state (BCO's reward shift) is written into every checkpoint as
@@ -30,7 +31,13 @@ from transformers import Trainer, TrainerCallback
 from alignment.files import write_json_atomic
 from alignment.methods.objective import Objective, StepContext
 from alignment.policy.batching import REF_LOGPS, SequenceBatch
-from alignment.policy.logps import sequence_logps, sum_per_sequence, token_logps
+from alignment.policy.logps import (
+    completion_logits,
+    gather_logps,
+    sequence_logps,
+    sum_per_sequence,
+    token_logps,
+)
 from alignment.policy.reference import reference_context
 
 STATE_FILE = "alignment_state.json"
@@ -134,6 +141,19 @@ class PreferenceTrainer(MetricsTrainer):
         inputs["sequences"] = sequences.to(self.args.device)
         return inputs
 
+    def reference_logits(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """(M, V) reference logits at the completion tokens, without gradients: a live reference only."""
+        if self.reference_mode == "adapter":
+            with reference_context(model, "adapter"):
+                return completion_logits(model, inputs["sequences"])
+        if self.ref_model is None:
+            raise RuntimeError(
+                f"objective {type(self.objective).__name__} needs the reference's logits: use a live reference "
+                "(model.reference: copy, or adapter with LoRA), not precomputed log-probs"
+            )
+        with torch.no_grad():
+            return completion_logits(self.ref_model, inputs["sequences"])
+
     def reference_logps(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         if REF_LOGPS in inputs:
             return inputs[REF_LOGPS].to(torch.float32)
@@ -174,12 +194,20 @@ class PreferenceTrainer(MetricsTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ctx = self.step_context(inputs, training=model.training)
-        if self.objective.needs_token_logps:
-            ctx.policy_token_logps = token_logps(model, inputs["sequences"])
-            policy_logps = sum_per_sequence(ctx.policy_token_logps, inputs["sequences"])
+        sequences: SequenceBatch = inputs["sequences"]
+        if self.objective.needs_token_logits:
+            ctx.policy_token_logits = completion_logits(model, sequences)
+            ctx.policy_token_logps = gather_logps(ctx.policy_token_logits, sequences.target_ids)
+            ctx.reference_token_logits = self.reference_logits(model, inputs)
+            ref_logps = sum_per_sequence(gather_logps(ctx.reference_token_logits, sequences.target_ids), sequences)
+        elif self.objective.needs_token_logps:
+            ctx.policy_token_logps = token_logps(model, sequences)
+        if ctx.policy_token_logps is not None:
+            policy_logps = sum_per_sequence(ctx.policy_token_logps, sequences)
         else:
-            policy_logps = sequence_logps(model, inputs["sequences"])
-        ref_logps = self.reference_logps(model, inputs)
+            policy_logps = sequence_logps(model, sequences)
+        if ctx.reference_token_logits is None:
+            ref_logps = self.reference_logps(model, inputs)
         out = self.objective.loss(policy_logps, ref_logps, ctx)
         self._store_metrics(out.metrics, "train" if model.training else "eval")
         return (out.loss, out.metrics) if return_outputs else out.loss

@@ -54,7 +54,20 @@ def test_every_field_has_help():
 
 
 def test_registered_methods_and_formats():
-    assert METHODS.names() == ["bco", "d2o", "dpo", "ipo", "kto", "online_dpo", "online_ipo", "reward_model", "urial"]
+    assert METHODS.names() == [
+        "bco",
+        "d2o",
+        "dpo",
+        "ipo",
+        "kto",
+        "online_dpo",
+        "online_ipo",
+        "reward_model",
+        "selfie",
+        "selfie_iteration",
+        "spa",
+        "urial",
+    ]
     formats = {name: METHODS.get(name).formats for name in METHODS.names()}
     assert formats == {
         "dpo": ("paired",),
@@ -66,17 +79,27 @@ def test_registered_methods_and_formats():
         "online_ipo": ("prompts", "paired", "unpaired", "negatives"),
         "reward_model": ("paired",),
         "urial": (),  # reads no data
+        "selfie": ("paired",),  # the seed; its pools are prompts (data.pools)
+        "spa": ("paired",),
+        "selfie_iteration": ("prompts", "paired", "unpaired", "negatives"),
     }
     for name in METHODS.names():
         spec = METHODS.get(name)
         assert isinstance(spec, MethodSpec) and spec.name == name and spec.description
         base = name.removeprefix("online_")  # online methods take their offline twin's params
-        expected = "RewardModelParams" if name == "reward_model" else f"{base.upper()}Params"
+        special = {
+            "reward_model": "RewardModelParams",
+            "selfie": "SelfieParams",
+            "spa": "SelfieParams",  # an alias
+            "selfie_iteration": "SelfieIterationParams",
+        }
+        expected = special.get(name, f"{base.upper()}Params")
         assert spec.params.__name__ == expected
 
 
 def test_method_param_defaults_follow_the_papers():
-    p = {name: METHODS.get(name).params() for name in METHODS.names()}
+    required = {"selfie_iteration"}  # names its judge's model: no default
+    p = {name: METHODS.get(name).params() for name in METHODS.names() if name not in required}
     assert (p["dpo"].beta, p["dpo"].label_smoothing) == (0.1, 0.0)
     assert (p["ipo"].beta, p["ipo"].length_normalize) == (0.1, True)
     assert (p["kto"].desirable_weight, p["kto"].undesirable_weight) == (1.0, 1.0)
@@ -87,6 +110,10 @@ def test_method_param_defaults_follow_the_papers():
         1024,
     )
     assert (p["d2o"].beta, p["d2o"].alpha, p["d2o"].num_samples) == (0.1, 0.1, 11)
+    s = p["selfie"]
+    assert (s.beta, s.alpha, s.tau_quantile, s.tau_window, s.refinement_warmup) == (0.1, 0.1, 0.1, 50, 0.2)
+    assert (s.samples_per_prompt, s.dnd, s.dnd_lambdas, s.judge_reference) == (2, True, [0.5, 0.25, 0.125], "initial")
+    assert s.seed_num_train_epochs == 3 and p["spa"] == s
 
 
 @pytest.mark.parametrize(

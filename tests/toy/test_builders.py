@@ -92,13 +92,21 @@ def test_negatives_all_harmful():
 
 
 def test_selfie_splits_disjoint():
-    seed = TOY_BUILDERS["toy-selfie"](split="seed", seed=0, n_seed=16, n_pool=40)
-    p0 = TOY_BUILDERS["toy-selfie"](split="pool0", seed=0, n_seed=16, n_pool=40)
-    p1 = TOY_BUILDERS["toy-selfie"](split="pool1", seed=0, n_seed=16, n_pool=40)
-    assert seed.column_names == ["prompt", "chosen", "rejected"] and len(seed) == 16
-    assert p0.column_names == p1.column_names == ["prompt"] and len(p0) == len(p1) == 40
+    args = dict(seed=0, n_seed=16, pool_sizes=[40, 30])
+    seed = TOY_BUILDERS["toy-selfie"](split="seed", **args)
+    p0 = TOY_BUILDERS["toy-selfie"](split="pool0", **args)
+    p1 = TOY_BUILDERS["toy-selfie"](split="pool1", **args)
+    full = TOY_BUILDERS["toy-selfie"](split="full", **args)
+    assert seed.column_names == full.column_names == ["prompt", "chosen", "rejected"] and len(seed) == 16
+    assert p0.column_names == p1.column_names == ["prompt"] and (len(p0), len(p1)) == (40, 30)
     a, b, c = set(seed["prompt"]), set(p0["prompt"]), set(p1["prompt"])
-    assert len(a) == 16 and len(b) == len(c) == 40 and not (a & b or a & c or b & c)
+    assert len(a) == 16 and len(b) == 40 and len(c) == 30 and not (a & b or a & c or b & c)
+    assert set(full["prompt"]) == a | b | c and len(full) == 86
+    # "full" labels the seed's prompts exactly as "seed" does: one labelling of one set of samples
+    seed_rows = {r["prompt"]: r for r in seed}
+    assert all(r == seed_rows[r["prompt"]] for r in full if r["prompt"] in seed_rows)
+    with pytest.raises(DataError, match="splits"):
+        TOY_BUILDERS["toy-selfie"](split="pool2", **args)
 
 
 def test_prompts_split_disjoint_and_bad_split():
@@ -116,8 +124,8 @@ def test_prompts_split_disjoint_and_bad_split():
         ("toy-unpaired", {"n": 16}, "unpaired"),
         ("toy-unpaired-divergent", {"n": 16}, "unpaired"),
         ("toy-negatives", {"n": 8}, "negatives"),
-        ("toy-selfie", {"split": "seed", "n_seed": 8, "n_pool": 8}, "paired"),
-        ("toy-selfie", {"split": "pool0", "n_seed": 8, "n_pool": 8}, "prompts"),
+        ("toy-selfie", {"split": "seed", "n_seed": 8, "pool_sizes": [8]}, "paired"),
+        ("toy-selfie", {"split": "pool0", "n_seed": 8, "pool_sizes": [8]}, "prompts"),
         ("toy-prompts", {"n": 8}, "prompts"),
     ],
 )

@@ -91,3 +91,26 @@ def test_online_dpo_trains_under_zero2(runs):
     result = json.loads((out / "eval.json").read_text())
     assert result["num_prompts"] == 4 and result["reward"] == "gold"  # judged by gold, never the proxy
     assert _moved(out, load_causal_lm) > 1e-4
+
+
+def test_selfie_runs_every_stage_under_zero2(tmp_path):
+    """recipes/selfie.yaml on small toy pools: the seed DPO and two self-labelled iterations, each a ZeRO-2
+    run of 2 optimizer steps; rank 0 labels each pool once and the other rank reads its pairs."""
+    from alignment.models import load_causal_lm
+
+    toy = "args: {n_seed: 8, pool_sizes: [16, 16]}"
+    pools = ", ".join(f"{{name: toy-selfie, split: pool{i}, {toy}}}" for i in (0, 1))
+    out = tmp_path / "selfie"
+    _launch(
+        "selfie.yaml", out, tmp_path,
+        f"data.train={{name: toy-selfie, split: seed, {toy}}}", f"data.pools=[{pools}]",
+        "training.max_steps=2", "training.per_device_train_batch_size=4",
+        "evaluation.num_prompts=4", "evaluation.max_new_tokens=16",
+    )  # fmt: skip
+    rows = json.loads((out / "selfie_summary.json").read_text())["iterations"]
+    assert [r["iteration"] for r in rows] == [0, 1, 2] and all(r["steps"] == 2 for r in rows)
+    for i in (1, 2):
+        assert _steps(out / f"iter_{i}") == [1, 2]
+        labels = json.loads((out / f"iter_{i}" / "self_labels.json").read_text())
+        assert labels["pairs"] + labels["ties_skipped"] == 16 and 0 <= labels["judge_accuracy"] <= 1
+    assert _moved(out / "iter_2", load_causal_lm) > 1e-4
