@@ -81,6 +81,56 @@ def collect(out: Path, seeds: list[int]) -> dict[str, list[dict]]:
     return arms
 
 
+def label_diagnostics(out: Path, seeds: list[int]) -> list[dict]:
+    """For each (seed, iteration) of the full method: the self-labels' accuracy, how often the chosen sample is
+    the longer one, and the accuracy of the 10 % least confident pairs against the rest, where confidence is
+    β·[(log π_i(y_w) − log π_i(y_l)) − (log π_{i−1}(y_w) − log π_{i−1}(y_l))] after iteration i's training."""
+    import numpy as np
+    from datasets import load_from_disk
+
+    from alignment.models import load_causal_lm, load_tokenizer
+    from alignment.policy.batching import COMPLETIONS
+    from alignment.policy.reference import compute_reference_logps
+    from alignment.recipe.load import load_recipe
+
+    def logps(model_dir: Path, examples, pad_token_id: int):
+        model = load_causal_lm(str(model_dir))
+        return compute_reference_logps(model, examples, pad_token_id=pad_token_id, batch_size=64)
+
+    rows = []
+    for seed in seeds:
+        root = out / f"selfie-s{seed}"
+        beta = load_recipe(root / "recipe.yaml").method.params.beta
+        pad = load_tokenizer(str(root / "iter_0")).pad_token_id
+        for i in (1, 2, 3):
+            pairs = load_from_disk(str(root / f"iter_{i}" / "self_labelled"))
+            examples = pairs.map(lambda r: {COMPLETIONS: [r["chosen_input_ids"], r["rejected_input_ids"]]})
+            now, before = (
+                logps(root / f"iter_{i}", examples, pad),
+                logps(root / f"iter_{i - 1}", examples, pad),
+            )
+            z = beta * ((now[:, 0] - now[:, 1]) - (before[:, 0] - before[:, 1]))
+            gold = np.asarray(pairs["chosen_gold"]) - np.asarray(pairs["rejected_gold"])
+            correct = (gold > 0) + 0.5 * (gold == 0)
+            chosen_len = np.asarray([len(c) for c in pairs["chosen_input_ids"]])
+            rejected_len = np.asarray([len(c) for c in pairs["rejected_input_ids"]])
+            low = z <= np.quantile(z, 0.1)
+            rows.append(
+                {
+                    "seed": seed,
+                    "iteration": i,
+                    "pairs": len(pairs),
+                    "accuracy": float(correct.mean()),
+                    "chosen_is_longer": float(
+                        ((chosen_len > rejected_len) + 0.5 * (chosen_len == rejected_len)).mean()
+                    ),
+                    "accuracy_least_confident_10pct": float(correct[low].mean()),
+                    "accuracy_rest": float(correct[~low].mean()),
+                }
+            )
+    return rows
+
+
 def mean_sd(values: list[float], fmt: str) -> str:
     if len(values) < 2:
         return fmt.format(values[0])
@@ -114,8 +164,17 @@ def main() -> int:
     seed_pct = "3.1 %"
     labels = {arm: ("100 %" if "gold labels" in arm else seed_pct) for arm in arms}
     text = table(arms, labels)
+    diagnostics = label_diagnostics(out, args.seeds)
+    text += "\n| seed | iteration | pairs | label accuracy | chosen is longer | accuracy, 10 % least confident | rest |\n"
+    text += "|---|---|---|---|---|---|---|\n"
+    for d in diagnostics:
+        text += (
+            f"| {d['seed']} | {d['iteration']} | {d['pairs']} | {d['accuracy']:.3f} | {d['chosen_is_longer']:.3f} "
+            f"| {d['accuracy_least_confident_10pct']:.3f} | {d['accuracy_rest']:.3f} |\n"
+        )
     (out / "table.md").write_text(text)
-    (out / "study.json").write_text(json.dumps({"seeds": args.seeds, "arms": arms}, indent=1))
+    payload = {"seeds": args.seeds, "arms": arms, "label_diagnostics": diagnostics}
+    (out / "study.json").write_text(json.dumps(payload, indent=1))
     print(text)
     return 0
 
