@@ -82,7 +82,10 @@ def build_tiny_llama(
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    # built and trained in float64, then stored in float32: a float32 run on another CPU (other SIMD kernels,
+    # other rounding) drifts through the Adam steps far enough to change greedy decodes; float64 keeps the
+    # fixture the same model on every machine
+    model = LlamaForCausalLM(config).double()
     if train_steps:
         texts = tiny_corpus(train_steps * 8, seed=seed + 2)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -100,7 +103,7 @@ def build_tiny_llama(
             opt.step()
             opt.zero_grad()
     model.eval()
-    return model
+    return model.float()
 
 
 @pytest.fixture(scope="session")
