@@ -59,11 +59,12 @@ def zero_stage(trainer) -> int:
 
 
 def end_trainer_state() -> None:
-    """Forget the finished Trainer's accelerate state (keeping the process group), so a next stage in the same
-    process can build its own: accelerate refuses a second DeepSpeed `Accelerator` while the first one's
-    state is alive. The stages of a staged run (Selfie) call this between stages; a no-op without one."""
+    """Forget the finished Trainer's accelerate state (keeping the process group) and free its memory, so a
+    next stage in the same process can build its own Trainer: accelerate refuses a second DeepSpeed
+    `Accelerator` while the first one's state is alive. A staged run (Selfie) calls this between stages."""
     import gc
 
+    import torch
     from accelerate.state import AcceleratorState, GradientState
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
@@ -71,4 +72,5 @@ def end_trainer_state() -> None:
     GradientState._reset_state()
     unset_hf_deepspeed_config()
     gc.collect()
-
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

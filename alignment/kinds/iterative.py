@@ -9,9 +9,11 @@ Every stage is a complete run through the one lifecycle, with its own resolved `
 its own), model, eval.json and checkpoints. Each iteration's evaluation reference is π_init, so every
 stage's win rate and KL are against the same model.
 
-Running the same command again continues where it stopped: a stage whose directory holds a finished run of
-the identical stage recipe is kept, an interrupted stage resumes from its last complete checkpoint, and a
-stage whose recipe changed is redone with every stage after it (their start model changed). All data
+Running the same command again continues where it stopped (`SelfieRun.plan`): a stage whose directory holds
+a finished run of the identical stage recipe is kept, one killed after training is only evaluated, an
+interrupted one resumes from its last complete checkpoint (or runs again in place, reusing its saved
+self-labelled pairs), and a stage whose recipe changed is redone with every stage after it (their start
+model changed). `training.max_steps`, like every training key, applies to every stage. All data
 (the seed and every pool) is loaded and the pools are checked disjoint before any model loads.
 """
 
@@ -53,10 +55,11 @@ def stage_recipes(recipe: Recipe) -> list[Recipe]:
     base["data"]["pools"] = []
     initial = recipe.model.name_or_path
     resume = recipe.training.get(RESUME_KEY)
-    if resume is not None and str(resume).lower() not in ("true", "last"):
+    if resume not in (None, False) and str(resume).lower() not in ("true", "last", "false"):
         raise RecipeError(
             f"training.{RESUME_KEY}",
-            "a Selfie run resumes by itself (run the same command again); a checkpoint path names one stage",
+            f"got {resume!r}: a Selfie run resumes by itself (run the same command again), stage by stage; "
+            "one checkpoint path cannot name a stage (remove the key, or resume one stage with its iter_i recipe)",
         )
 
     def stage(i: int, method: dict[str, Any], **changes: Any) -> Recipe:
@@ -106,13 +109,28 @@ def saved_recipe_matches(stage: Recipe) -> bool:
     return comparable(yaml.safe_load(saved.read_text()) or {}) == comparable(to_dict(stage))
 
 
+def trained(stage: Recipe) -> bool:
+    """The stage's training finished and its model was saved (`trainer_state.json` is written after it)."""
+    return (Path(stage.output_dir) / "trainer_state.json").exists()
+
+
 def finished(stage: Recipe) -> bool:
-    """The stage directory holds a finished run of this exact stage recipe."""
-    root = Path(stage.output_dir)
-    done = (root / "trainer_state.json").exists() and (
-        not stage.evaluation.enabled or (root / "eval.json").exists()
+    """The stage directory holds a finished (trained and evaluated) run of this exact stage recipe."""
+    evaluated = not stage.evaluation.enabled or (Path(stage.output_dir) / "eval.json").exists()
+    return trained(stage) and evaluated and saved_recipe_matches(stage)
+
+
+def evaluate_saved(kind, tokenizer, state) -> None:
+    """The evaluation of a stage whose training finished but whose evaluation did not (killed in between)."""
+    kind.callbacks(tokenizer)  # builds the stage's evaluator
+    if kind.evaluator is None or not state.is_main_process:
+        return
+    from alignment.eval.run import load_saved_policy
+
+    result = kind.evaluator.final(load_saved_policy(kind.recipe, uses_adapter=False).to(state.device))
+    logger.info(
+        "Selfie: %s evaluated: win rate %.3f", kind.recipe.output_dir, result.get("win_rate", float("nan"))
     )
-    return done and saved_recipe_matches(stage)
 
 
 def prompts_of(kind) -> list[str]:
@@ -162,45 +180,63 @@ class SelfieRun(StagedRun):
         setup_distributed()
         state = PartialState()
         plan = self.plan()
+        state.wait_for_everyone()  # every process read the directories before any is cleared
         if state.is_main_process:
             save_recipe(self.recipe, self.recipe.output_dir)
             for stage, action in zip(self.stages, plan, strict=True):
-                if action == "redo" and Path(stage.output_dir).exists():
+                if action == "redo":
                     logger.warning(
                         "Selfie: %s holds another run of this stage; clearing it", stage.output_dir
                     )
                     shutil.rmtree(stage.output_dir)
         state.wait_for_everyone()
-        for i, (stage, kind, action) in enumerate(zip(self.stages, kinds, plan, strict=True)):
+        for i, action in enumerate(plan):
+            stage, kind = self.stages[i], kinds[i]
+            kinds[i] = None  # a finished stage's models and evaluator are released with it
             if action == "keep":
                 logger.info("Selfie: iter_%d already finished in %s; kept", i, stage.output_dir)
-                continue
-            if action == "resume":
-                kind.recipe = stage = _with_training(stage, {RESUME_KEY: "last"})
-                logger.info("Selfie: resuming iter_%d in %s", i, stage.output_dir)
-            logger.info("Selfie: stage iter_%d of %d", i, len(self.stages) - 1)
-            execute_loaded(kind, tokenizer)
-            state.wait_for_everyone()
+            elif action == "evaluate":
+                logger.info("Selfie: iter_%d trained but not evaluated; evaluating %s", i, stage.output_dir)
+                evaluate_saved(kind, tokenizer, state)
+            else:
+                if action == "resume":
+                    kind.recipe = _with_training(stage, {RESUME_KEY: "last"})
+                    logger.info("Selfie: resuming iter_%d in %s", i, stage.output_dir)
+                logger.info("Selfie: stage iter_%d of %d", i, len(self.stages) - 1)
+                execute_loaded(kind, tokenizer)
+            del kind
+            state.wait_for_everyone()  # the main process evaluated; the next stage starts from its model
             end_trainer_state()
         if state.is_main_process:
             print_table(write_summary(self.recipe, self.stages))
         return 0
 
     def plan(self) -> list[str]:
-        """keep / resume / redo / run for each stage; once a stage is redone or run, so is every later one."""
+        """What to do with each stage directory, given what it holds:
+
+        * keep — a finished run of this exact stage recipe;
+        * evaluate — the same recipe, trained and saved, killed before `eval.json`;
+        * resume — the same recipe with a complete checkpoint;
+        * run — nothing, or the same recipe without a complete checkpoint (run in place: saved self-labelled
+          pairs with a matching key are reused);
+        * redo — a different recipe's run: cleared, then run.
+        Once a stage is trained again, every later stage is redone (its start model changed)."""
         from alignment.trainers.base import last_complete_checkpoint
 
         actions, cascade = [], False
         for stage in self.stages:
             root = Path(stage.output_dir)
-            if not cascade and finished(stage):
+            same = not cascade and saved_recipe_matches(stage)
+            if same and finished(stage):
                 actions.append("keep")
-                continue
-            if not cascade and saved_recipe_matches(stage) and last_complete_checkpoint(root):
-                actions.append("resume")
+            elif same and trained(stage):
+                actions.append("evaluate")
+            elif same:
+                actions.append("resume" if last_complete_checkpoint(root) else "run")
+                cascade = True
             else:
                 actions.append("redo" if root.exists() else "run")
-            cascade = True
+                cascade = True
         return actions
 
     def print_dry_run(self, kinds) -> None:

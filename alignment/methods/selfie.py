@@ -10,8 +10,9 @@ reference π_{i−1} on the new pairs only, with the noise-aware refinement of �
 * confidence z = β[(log π̃(y_w) − log π̃(y_l)) − (log π_ref(y_w) − log π_ref(y_l))], no gradient, where π̃ is
   the de-coupled noise detector (DND): logits (1 + λ)·h_θ − λ·h_ref, a model aligned with a (1 + λ)× weaker
   KL penalty; λ = 0 is the plain policy;
-* c = 1[z > τ], τ the q-quantile of the last `tau_window` per-example confidences of this process, updated
-  after each loss (a batch is judged against the window before it); τ = 0 until the window is full;
+* c = 1[z > τ], τ the q-quantile (the authors' rule, `ConfidenceThreshold`) of the last `tau_window`
+  per-pair confidences of this process, updated after each loss (a batch is judged against the window
+  before it); τ = 0 until the window is full;
 * L = −(1 − α + α·c)·log σ(βΔ) − (α − α·c)·log σ(−βΔ) (`losses.spa`), with α = 0 for the first
   `refinement_warmup` of the optimizer steps.
 
@@ -26,7 +27,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 
 from alignment.losses.spa import confidence_smoothed_dpo_loss
@@ -141,12 +141,14 @@ def iteration_params(params: SelfieParams, iteration: int, judge_reference: str)
 
 
 class ConfidenceThreshold:
-    """τ: the q-quantile of the last `window` confidences seen in training, 0 until the window is full.
+    """τ over the last `window` confidences seen in training, 0 until the window is full, by the authors' rule:
+    the mean of the values at 0-based positions ⌊q·n⌋ and ⌊q·n⌋ + 1 of the sorted window (q = 0.1, n = 50:
+    the 6th and 7th smallest).
 
-    The authors' code keeps one batch-mean margin per micro-batch with one pair per device, so its window is
-    the last 50 pairs; with larger micro-batches this keeps every pair's confidence, which is the same window
-    (spec pitfall 3). The quantile interpolates linearly (numpy's default): at q = 0.1 over 50 values it
-    lies between the 5th and 6th smallest, where the code averages the 6th and 7th.
+    The authors' code keeps one margin per micro-batch of one pair per device, so its window is the last 50
+    pairs. With larger micro-batches this keeps every pair's confidence rather than batch means (spec
+    pitfall 3: the window's definition changes with the batch): per pair, the share of pairs below τ stays
+    the paper's K % = q whatever the batch size, which a window of batch means would not give.
     """
 
     def __init__(self, quantile: float, window: int):
@@ -155,9 +157,12 @@ class ConfidenceThreshold:
 
     @property
     def tau(self) -> float:
-        if len(self.values) < (self.values.maxlen or 0):
+        n = len(self.values)
+        if n < (self.values.maxlen or 0):
             return 0.0
-        return float(np.quantile(np.asarray(self.values), self.quantile))
+        ordered = sorted(self.values)
+        k = min(int(self.quantile * n), n - 1)
+        return 0.5 * (ordered[k] + ordered[min(k + 1, n - 1)])
 
     def update(self, confidences: torch.Tensor) -> None:
         self.values.extend(confidences.detach().double().cpu().tolist())
@@ -175,11 +180,12 @@ class SelfieObjective(Objective):
     def __init__(self, params: RefinementParams):
         super().__init__(params)
         self.dnd_lambda = float(getattr(params, "dnd_lambda", 0.0))
-        self.needs_token_logits = params.refinement and self.dnd_lambda > 0
+        self.needs_token_logits = self.needs_live_reference(params)
         self.threshold = ConfidenceThreshold(params.tau_quantile, params.tau_window)
 
     @classmethod
     def needs_live_reference(cls, params) -> bool:
+        """DND reads the reference's logits (the extrapolated model); without refinement nothing reads z."""
         return bool(params.refinement and getattr(params, "dnd_lambda", 0.0) > 0)
 
     def build_examples(self, dataset, ctx: BuildContext):
@@ -193,7 +199,8 @@ class SelfieObjective(Objective):
             detector = policy_logps.detach()
             if self.needs_token_logits:
                 lam = self.dnd_lambda
-                mixed = (1 + lam) * ctx.policy_token_logits.detach() - lam * ctx.reference_token_logits
+                h, h_ref = ctx.policy_token_logits.detach().float(), ctx.reference_token_logits.float()
+                mixed = (1 + lam) * h - lam * h_ref  # at float32 at least: bf16 logits would round z
                 sequences = ctx.batch["sequences"]
                 detector = sum_per_sequence(gather_logps(mixed, sequences.target_ids), sequences)
             return self.params.beta * (

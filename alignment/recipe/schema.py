@@ -459,6 +459,12 @@ def _check_iterative_recipe(recipe: Recipe, name: str) -> None:
         f"needs one λ per iteration: {len(pools)} pools, {len(params.dnd_lambdas)} values",
     )
     check(
+        recipe.model.revision is None,
+        "model.revision",
+        f"'{name}' hands π_init to later stages by name (the judge's and the evaluation's reference), where a "
+        "revision would be lost; download that revision to a directory and name the directory",
+    )
+    check(
         not recipe.model.lora.enabled,
         "model.lora.enabled",
         f"'{name}' starts each iteration from the previous one's full weights; LoRA iterations are not "

@@ -33,30 +33,33 @@ def test_threshold_is_zero_until_the_window_fills_then_the_quantile():
     t.update(torch.tensor([5.0, 1.0, 3.0, 2.0]))
     assert t.tau == 0.0  # 4 of 5
     t.update(torch.tensor([4.0]))
-    assert t.tau == pytest.approx(1.4)  # quantile 0.1 of 1..5, linear: 1 + 0.1·4
+    assert t.tau == pytest.approx(1.5)  # ⌊0.1·5⌋ = 0: the mean of the smallest two of 1..5
     t.update(torch.tensor([10.0, 11.0]))  # the window keeps the last five: 3, 2, 4, 10, 11
-    assert t.tau == pytest.approx(2.4)
+    assert t.tau == pytest.approx(2.5)
+    fifty = ConfidenceThreshold(quantile=0.1, window=50)
+    fifty.update(torch.arange(50, 0, -1, dtype=torch.float64))  # 50 … 1
+    assert fifty.tau == pytest.approx(6.5)  # the code's rule: the 6th and 7th smallest
 
 
 def test_loss_is_the_smoothed_formula_with_confidence_from_the_window():
     beta, alpha = 0.5, 0.1
     objective = SelfieObjective(params(beta=beta, alpha=alpha, tau_window=4))
-    objective.threshold.update(torch.tensor([0.0, 0.1, 0.2, 0.3]))  # full window: τ = 0.03
-    policy = torch.tensor([[-2.0, -3.0], [-4.0, -3.5], [-1.0, -1.2]], dtype=F64)
+    objective.threshold.update(torch.tensor([0.3, 0.1, 0.0, 0.4]))  # full window: τ = (0 + 0.1) / 2
+    policy = torch.tensor([[-2.0, -3.0], [-4.0, -3.5], [-1.0, -1.3]], dtype=F64)
     ref = torch.tensor([[-2.5, -2.5], [-4.0, -4.0], [-1.1, -1.2]], dtype=F64)
     out = objective.loss(policy, ref, context(progress=0.5))
     want, smoothed = [], 0
     for (pw, pl), (rw, rl) in zip(policy.tolist(), ref.tolist()):
         delta = (pw - pl) - (rw - rl)
-        confident = beta * delta > 0.03  # no DND: z = βΔ of the policy itself
+        confident = beta * delta > 0.05  # no DND: z = βΔ, here 0.5, −0.25 and 0.1: z = βΔ of the policy itself
         weight = 0.0 if confident else alpha
         smoothed += not confident
         want.append(-(1 - weight) * log_sigmoid(beta * delta) - weight * log_sigmoid(-beta * delta))
     assert out.loss.item() == pytest.approx(sum(want) / 3, abs=1e-12)
     assert smoothed == 1 and out.metrics["selfie/smoothed"].item() == pytest.approx(1 / 3)
-    assert out.metrics["selfie/tau"].item() == pytest.approx(0.03)
+    assert out.metrics["selfie/tau"].item() == pytest.approx(0.05)
     # updated after the loss: the window now ends with this batch's confidences
-    assert list(objective.threshold.values)[-3:] == pytest.approx([beta * 1.0, beta * -0.5, beta * 0.1])
+    assert list(objective.threshold.values)[-3:] == pytest.approx([beta * 1.0, beta * -0.5, beta * 0.2])
 
 
 def test_warmup_evaluation_and_no_refinement_train_plain_dpo():

@@ -4,6 +4,7 @@ resuming stage by stage, and the bad inputs that must stop before any model load
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,7 @@ def test_stage_recipes_chain_models_judges_and_lambdas(tiny_model_dir, tmp_path,
         assert s.data.train.name == raw["data"]["pools"][i - 1]["name"] and s.data.pools == []
         assert s.evaluation.reference == str(tiny_model_dir)  # every stage against π_init
         assert s.method.params.dnd_lambda == [0.5, 0.25, 0.125][i - 1] and s.method.params.iteration == i
-    # judge = the reference π_{i−1} was trained against: π_init, π_init, π_1 ... here iter_0, iter_1
+    # judge = the reference π_{i−1} was trained against: π_init for iteration 1, then iter_0 (π_0), iter_1 (π_1)
     assert [s.method.params.judge_reference for s in stages[1:]] == [
         str(tiny_model_dir),
         str(root / "iter_0"),
@@ -157,14 +158,29 @@ def test_rerun_keeps_finished_stages_resumes_the_interrupted_one_and_redoes_chan
     for name in ("trainer_state.json", "eval.json", "model.safetensors"):
         (root / "iter_2" / name).unlink()
     for extra in sorted((root / "iter_2").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[1:]:
-        import shutil
-
         shutil.rmtree(extra)
     caplog.clear()
     assert run(raw) == 0
     assert "resuming iter_2" in caplog.text and "iter_1 already finished" in caplog.text
     assert "self-labelled pairs: " in caplog.text  # loaded, not sampled again
     assert (root / "iter_2" / "model.safetensors").read_bytes() == weights
+
+    # killed while evaluating iter_2: only the evaluation runs again
+    (root / "iter_2" / "eval.json").unlink()
+    trained = mtimes(root)
+    caplog.clear()
+    assert run(raw) == 0
+    assert "iter_2 trained but not evaluated" in caplog.text and (root / "iter_2" / "eval.json").exists()
+    assert mtimes(root) == trained
+
+    # killed after labelling, before any checkpoint: runs again in place on its saved pairs
+    for path in (root / "iter_2").iterdir():
+        if path.name not in ("recipe.yaml", "self_labelled", "self_labels.json"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    caplog.clear()
+    assert run(raw) == 0
+    assert "self-labelled pairs: " in caplog.text and "resuming" not in caplog.text
+    assert (root / "iter_2" / "model.safetensors").read_bytes() == weights  # the same seeded run again
 
     # a changed refinement setting: the seed stage is kept, both iterations are redone
     raw["method"]["alpha"] = 0.2
@@ -214,6 +230,7 @@ def test_pool_smaller_than_a_batch_fails_before_any_model_loads(
             {"training": {"resume_from_checkpoint": "somewhere/checkpoint-3"}},
             "training.resume_from_checkpoint",
         ),
+        ({"model": {"revision": "v1"}}, "model.revision"),
     ],
 )
 def test_recipe_mistakes_are_named(tiny_model_dir, tmp_path, prompts_for, change, path):
@@ -231,3 +248,37 @@ def test_pools_belong_to_selfie_only(tmp_path):
             {"method": "dpo", "data": {"train": "toy-paired", "pools": [{"name": "toy-prompts"}]}}
         )
     assert err.value.path == "data.pools"
+
+
+@pytest.mark.vllm
+def test_vllm_backend_samples_from_the_previous_iteration(
+    vllm_sampler, tiny_model_dir, tmp_path, prompts_for
+):
+    """`sampling.backend: vllm`: the session engine (started from the judge reference, π_init) samples each pool
+    after the judged model's weights were pushed into it, so after iteration 2's labelling it holds π_1."""
+    from transformers import AutoModelForCausalLM
+
+    from alignment.policy.batching import build_packed_batch
+    from alignment.policy.logps import sequence_logps
+    from alignment.sampling.base import prompt_token_ids
+
+    raw = selfie_recipe(tiny_model_dir, tmp_path, prompts_for, sampling={"backend": "vllm"})
+    raw["evaluation"] = {"enabled": False}
+    assert run(raw) == 0
+    root = tmp_path / "selfie"
+    assert all(json.loads((root / f"iter_{i}" / "self_labels.json").read_text())["pairs"] > 0 for i in (1, 2))
+    tokenizer = vllm_sampler.tokenizer
+    prompt_ids = prompt_token_ids(tokenizer, ["the cat", "a red dog likes"])
+    completions = [
+        tokenizer(t, add_special_tokens=False)["input_ids"] for t in (" runs to the tree.", " yes.")
+    ]
+    engine = torch.tensor(vllm_sampler.sequence_logprobs(prompt_ids, completions), dtype=torch.float64)
+
+    def logps(model_dir):
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        batch = build_packed_batch(prompt_ids, [[c] for c in completions], pad_token_id=0, pack_length=64)
+        with torch.no_grad():
+            return sequence_logps(model, batch)[:, 0].double()
+
+    torch.testing.assert_close(engine, logps(root / "iter_1"), rtol=0, atol=1e-3)
+    assert (engine - logps(tiny_model_dir)).abs().max() > 1e-3
