@@ -75,7 +75,7 @@ BASE = "method: {name: dpo}\ndata: {train: toy-paired}\n"
             "method: {name: dpoo}\ndata: {train: toy-paired}\n",
             [],
             "error: recipe error at 'method.name': unknown method 'dpoo' (did you mean 'dpo'?); "
-            "valid: bco, d2o, dpo, ipo, kto",
+            "valid: bco, ctrl, d2o, dpo, ipo, kto",
         ),
         (
             "method: dpo\ndata: {max_length: 64}\n",

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from alignment.eval.plot import plot_eval
+from alignment.eval.plot import best_of_n_values, plot_best_of_n, plot_eval
 from alignment.eval.policy import Policy
 from alignment.experience.selectors import best_or_worst
 from alignment.files import write_json_atomic
@@ -220,4 +220,6 @@ def write_eval(
         samples["reference_reward"].flatten().tolist(),
         history,
     )
+    if len(best_of_n_values(result)) >= 2:
+        plot_best_of_n(out / "eval_best_of_n.png", result)
     return path

@@ -1,4 +1,5 @@
-"""`eval_rewards.png`: what the final evaluation found, and how the run got there.
+"""`eval_rewards.png`: what the final evaluation found, and how the run got there (and `eval_best_of_n.png`,
+the best-/worst-of-N win rates by N, for evaluations at several N).
 
 Left, the reward histograms of policy and reference samples. Right, the run's path in the (KL, win rate)
 plane: each evaluation of `eval_history.jsonl` labelled with its step, then the final evaluation. A good
@@ -47,6 +48,38 @@ def plot_eval(
     path_ax.set_ylabel("win rate vs reference")
     path_ax.set_title("win rate vs KL over training")
     path_ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def best_of_n_values(result: dict[str, Any]) -> list[int]:
+    """The N of every `best_of_N_win_rate` key of an evaluation, ascending."""
+    prefix, suffix = "best_of_", "_win_rate"
+    return sorted(
+        int(k[len(prefix) : -len(suffix)]) for k in result if k.startswith(prefix) and k.endswith(suffix)
+    )
+
+
+def plot_best_of_n(path: Path, result: dict[str, Any]) -> None:
+    """`eval_best_of_n.png`: best-of-N and worst-of-N win rates against the reference as N grows (both sides
+    decoded the same way), for an evaluation at two or more N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = best_of_n_values(result)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+    for kind, marker in (("best", "o"), ("worst", "v")):
+        ax.plot(ns, [result[f"{kind}_of_{n}_win_rate"] for n in ns], marker=marker, label=f"{kind}-of-N")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("N (samples per pick, both sides)")
+    ax.set_ylabel(f"win rate vs reference ({result['reward']})")
+    ax.set_title(f"KL {result['kl']:.2f}")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

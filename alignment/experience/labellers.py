@@ -26,19 +26,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
+import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from alignment.experience.samples import Samples
 from alignment.policy.batching import COMPLETIONS
-from alignment.policy.reference import compute_reference_logps, reference_context
+from alignment.policy.reference import compute_reference_logps, model_weights_hash, reference_context
 from alignment.registry import Registry
 from alignment.rewards.base import Reward
 from alignment.sampling.base import Sampler, SamplingParams
@@ -59,7 +65,11 @@ class LabellerContext:
     beta: float = 0.1  # implicit reward scale
     sampling_params: SamplingParams = field(default_factory=SamplingParams)  # calibrated: how z_m are drawn
     reference_samples: int = 16  # calibrated: m reference samples per prompt
-    batch_size: int = 16  # implicit: examples per forward pass; calibrated: rows per generate call
+    batch_size: int = 16  # implicit: examples per forward pass; calibrated: prompts per generate call
+    cache_dir: str | None = (
+        None  # calibrated: where reference rollouts' rewards are cached (None: not cached)
+    )
+    reward_key: str = ""  # calibrated: what identifies the reward in the cache key (its recipe section)
 
 
 class Labeller(ABC):
@@ -170,6 +180,33 @@ class ImplicitRewardLabeller(Labeller):
         return self.beta * (policy - self._logps(self.reference, rows, self.reference_mode))
 
 
+class RolloutCache:
+    """Rewards of the reference rollouts on disk, one .npy file of (P, m) rewards per key: the prompts (in order),
+    the reference's weights, the reward and the sampling settings. Written atomically; a second run with the
+    same inputs loads them instead of sampling and scoring again."""
+
+    def __init__(self, root: Path, *, weights: str, reward: str, params: SamplingParams):
+        self.root = root
+        self.parts = {"weights": weights, "reward": reward, "sampling": dataclasses.asdict(params)}
+        self.hit = False
+
+    def path(self, prompts: Sequence[str]) -> Path:
+        key = json.dumps({**self.parts, "prompts": list(prompts)}, sort_keys=True, default=str)
+        return self.root / "reference-rollouts" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
+
+    def load(self, prompts: Sequence[str]) -> torch.Tensor | None:
+        path = self.path(prompts)
+        self.hit = path.exists()
+        return torch.from_numpy(np.load(path)) if self.hit else None
+
+    def save(self, prompts: Sequence[str], rewards: torch.Tensor) -> None:
+        path = self.path(prompts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
+        np.save(tmp, rewards.double().numpy())
+        os.replace(tmp, path)
+
+
 def empirical_cdf(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """(P, k) values, (P, m) reference values of the same prompts -> (P, k) in [0, 1]:
     (1/m)·Σ_j 1[z_j < v] + ½·1[z_j = v], the fraction of reference values below v, ties counted half."""
@@ -209,12 +246,15 @@ class CalibratedRewardLabeller(Labeller):
         params: SamplingParams,
         *,
         reference_scope: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+        cache: RolloutCache | None = None,
     ):
         self.reward = reward
         self.reference_sampler = reference_sampler
         self.params = params  # n = m reference samples per prompt
         self.reference_scope = reference_scope  # entered around sampling (an adapter reference: adapter off)
+        self.cache = cache
         self.reference_rewards: dict[str, torch.Tensor] = {}  # prompt -> (m,) rewards of its z_1..z_m
+        self.stats: dict[str, Any] = {}  # how the reference rewards were obtained (online_stats.json)
 
     @classmethod
     def from_context(cls, ctx: LabellerContext) -> CalibratedRewardLabeller:
@@ -228,20 +268,45 @@ class CalibratedRewardLabeller(Labeller):
             ctx.sampling_params, n=ctx.reference_samples, seed=None if seed is None else seed + 1
         )
         sampler = TransformersSampler(model, ctx.tokenizer, batch_size=ctx.batch_size)
-        if not ctx.reference_is_adapter:
-            return cls(reward, sampler, params)
-        return cls(
-            reward, sampler, params, reference_scope=functools.partial(reference_context, model, "adapter")
+        scope = (
+            functools.partial(reference_context, model, "adapter")
+            if ctx.reference_is_adapter
+            else contextlib.nullcontext
         )
+        cache = None
+        if ctx.cache_dir is not None:
+            with scope():
+                weights = model_weights_hash(model)
+            cache = RolloutCache(Path(ctx.cache_dir), weights=weights, reward=ctx.reward_key, params=params)
+        return cls(reward, sampler, params, reference_scope=scope, cache=cache)
 
     def prepare(self, prompts: Sequence[str]) -> None:
         unique = list(dict.fromkeys(prompts))
-        with self.reference_scope():
-            completions = self.reference_sampler.generate(unique, self.params)
-        rewards = completions.score(self.reward).cpu()
+        started = time.perf_counter()
+        rewards = self.cache.load(unique) if self.cache is not None else None
+        if rewards is None:
+            with self.reference_scope():
+                completions = self.reference_sampler.generate(unique, self.params)
+            rewards = completions.score(self.reward).cpu()
+            if self.cache is not None:
+                self.cache.save(unique, rewards)
+        seconds = time.perf_counter() - started
+        hit = self.cache is not None and self.cache.hit
         self.reference_rewards = dict(zip(unique, rewards, strict=True))
+        self.stats = {
+            "prompts": len(unique),
+            "samples_per_prompt": self.params.n,
+            "cache_hit": hit,
+            "cache_file": str(self.cache.path(unique)) if self.cache is not None else None,
+            "seconds": round(seconds, 2),
+        }
         logger.info(
-            "calibrated labeller: %d reference samples for each of %d prompts", self.params.n, len(unique)
+            "calibrated labeller: %d reference rollouts for each of %d prompts %s in %.1f s%s",
+            self.params.n,
+            len(unique),
+            "loaded from the cache" if hit else "sampled and scored",
+            seconds,
+            f" ({self.stats['cache_file']})" if self.cache is not None else "",
         )
 
     def __call__(self, samples: Samples) -> torch.Tensor:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -78,8 +80,9 @@ class OnPolicyRun(PolicyRun):
         if recipe.data.eval is not None:
             raise RecipeError("data.eval", "on-policy runs sample their own completions; use `evaluation:`")
         if recipe.sampling.n < 2:
+            need = "a leave-one-out baseline needs" if self.objective.selector == "all" else "pairs need"
             raise RecipeError(
-                "sampling.n", f"on-policy pairs need >= 2 samples per prompt, got {recipe.sampling.n}"
+                "sampling.n", f"on-policy {need} >= 2 samples per prompt, got {recipe.sampling.n}"
             )
         if self.labeller_class.needs_reward and recipe.reward.kind == "none":
             raise RecipeError(
@@ -112,6 +115,7 @@ class OnPolicyRun(PolicyRun):
         model = build_policy(recipe)
         ref_model = copy.deepcopy(model) if self.mode == "copy" else None
         params = sampling_params_from_config(recipe.sampling)
+        method = recipe.method.params
         labeller = self.labeller_class.from_context(
             LabellerContext(
                 tokenizer=tokenizer,
@@ -119,10 +123,15 @@ class OnPolicyRun(PolicyRun):
                 policy=model,
                 reference=ref_model,
                 reference_is_adapter=self.uses_adapter,
-                beta=getattr(recipe.method.params, "beta", 0.1),
+                beta=getattr(method, "beta", 0.1),
                 sampling_params=params,
+                reference_samples=getattr(method, "reference_samples", 16),
+                batch_size=recipe.sampling.batch_size,
+                cache_dir=recipe.model.reference_cache_dir,
+                reward_key=json.dumps(dataclasses.asdict(recipe.reward), sort_keys=True),
             )
         )
+        self.labeller = labeller
         prompts = self.prompts.remove_columns([c for c in self.prompts.column_names if c != "prompt"])
         return OnlineTrainer(
             model=model,
@@ -142,15 +151,16 @@ class OnPolicyRun(PolicyRun):
 
     def after_training(self, trainer, seconds: float) -> None:
         if trainer.is_world_process_zero():
-            write_stats(self.recipe.output_dir, trainer, seconds)
+            write_stats(self.recipe.output_dir, trainer, seconds, getattr(self.labeller, "stats", None))
 
     def print_summary(self, trainer, result: dict[str, Any] | None) -> None:
         super().print_summary(trainer, result)
         print(f"   online: {trainer.totals['pairs']} pairs, {trainer.totals['ties']} tied prompts skipped")
 
 
-def write_stats(output_dir: str, trainer, seconds: float) -> None:
-    """output_dir/online_stats.json: pair totals (the offline arm's `n`) and the mean per-step time split."""
+def write_stats(output_dir: str, trainer, seconds: float, labeller_stats: dict | None = None) -> None:
+    """output_dir/online_stats.json: pair totals (the offline arm's `n`), the mean per-step time split and,
+    for a labeller that prepares (CTRL's reference rollouts), how it did."""
     steps = trainer.step_seconds
     split = (
         {k: sum(s[k] for s in steps) / len(steps) for k in ("sample", "score", "train", "sync")}
@@ -166,5 +176,7 @@ def write_stats(output_dir: str, trainer, seconds: float) -> None:
         "mean_step_seconds": split,
         "step_seconds": [{k: round(v, 4) for k, v in s.items()} for s in steps],
     }
+    if labeller_stats:
+        payload["reference_rollouts"] = labeller_stats
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(output_dir) / STATS_FILE, payload)

@@ -19,6 +19,8 @@ class PolicyRun(TrainingRunKind):
         super().__init__(recipe)
         self.spec = method_spec(recipe.method.name)
         self.objective = self.spec.objective(recipe.method.params)
+        if self.objective.selector == "all" and recipe.data.source == "on_policy":
+            self.objective.num_completions = recipe.sampling.n  # every sample of a prompt is a completion
         self.mode = reference_mode(recipe)
         self.evaluator = None  # built by `callbacks`, before any model loads
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 # Importing the method files registers them.
 from alignment.methods import (  # noqa: F401
     bco,
+    ctrl,
     d2o,
     dpo,
     ipo,
@@ -17,6 +18,7 @@ from alignment.methods import (  # noqa: F401
     online_dpo,
     online_ipo,
     reward_model,
+    rloo,
     selfie,
     urial,
 )

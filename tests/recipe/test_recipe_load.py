@@ -202,7 +202,7 @@ BASE = "method: {name: dpo}\ndata: {train: toy-paired}\n"
             BASE,
             ["method.name=dpoo"],
             "method.name",
-            "unknown method 'dpoo' (did you mean 'dpo'?); valid: bco, d2o, dpo, ipo, kto",
+            "unknown method 'dpoo' (did you mean 'dpo'?); valid: bco, ctrl, d2o, dpo, ipo, kto",
         ),
         ("data: {train: toy-paired}\n", [], "method", "missing required value: the method section"),
         (

@@ -56,6 +56,7 @@ def test_every_field_has_help():
 def test_registered_methods_and_formats():
     assert METHODS.names() == [
         "bco",
+        "ctrl",
         "d2o",
         "dpo",
         "ipo",
@@ -63,6 +64,7 @@ def test_registered_methods_and_formats():
         "online_dpo",
         "online_ipo",
         "reward_model",
+        "rloo",
         "selfie",
         "selfie_iteration",
         "spa",
@@ -82,6 +84,8 @@ def test_registered_methods_and_formats():
         "selfie": ("paired",),  # the seed; its pools are prompts (data.pools)
         "spa": ("paired",),
         "selfie_iteration": ("prompts", "paired", "unpaired", "negatives"),
+        "rloo": ("prompts", "paired", "unpaired", "negatives"),
+        "ctrl": ("prompts", "paired", "unpaired", "negatives"),
     }
     for name in METHODS.names():
         spec = METHODS.get(name)
@@ -92,6 +96,8 @@ def test_registered_methods_and_formats():
             "selfie": "SelfieParams",
             "spa": "SelfieParams",  # an alias
             "selfie_iteration": "SelfieIterationParams",
+            "rloo": "RLOOParams",
+            "ctrl": "CTRLParams",
         }
         expected = special.get(name, f"{base.upper()}Params")
         assert spec.params.__name__ == expected
@@ -114,6 +120,8 @@ def test_method_param_defaults_follow_the_papers():
     assert (s.beta, s.alpha, s.tau_quantile, s.tau_window, s.refinement_warmup) == (0.1, 0.1, 0.1, 50, 0.2)
     assert (s.samples_per_prompt, s.dnd, s.dnd_lambdas, s.judge_reference) == (2, True, [0.5, 0.25, 0.125], "initial")
     assert s.seed_num_train_epochs == 3 and p["spa"] == s
+    c = p["ctrl"]
+    assert (c.transform, c.t, c.target_n, c.reference_samples) == ("bon", None, 4, 16)
 
 
 @pytest.mark.parametrize(
