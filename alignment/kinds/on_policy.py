@@ -155,7 +155,10 @@ class OnPolicyRun(PolicyRun):
 
     def print_summary(self, trainer, result: dict[str, Any] | None) -> None:
         super().print_summary(trainer, result)
-        print(f"   online: {trainer.totals['pairs']} pairs, {trainer.totals['ties']} tied prompts skipped")
+        if self.objective.selector == "all":
+            print(f"   online: {trainer.totals['pairs']} prompts × {self.recipe.sampling.n} samples")
+        else:
+            print(f"   online: {trainer.totals['pairs']} pairs, {trainer.totals['ties']} tied prompts skipped")
 
 
 def write_stats(output_dir: str, trainer, seconds: float, labeller_stats: dict | None = None) -> None:
