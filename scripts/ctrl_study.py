@@ -4,8 +4,9 @@
 
 Arms (recipes/rloo.yaml and recipes/ctrl_*.yaml, the gold reward as the reward, 512 prompts × 4 samples):
 RLOO on the raw reward, CTRL-identity (calibrated), CTRL-bon (best-of-4 transform), CTRL-won (worst-of-4),
-each at three β where the KL penalty binds within the recipes' 64 steps (CTRL's reward Φ̃(C) ∈ [0, 1] has
-about 1/8 of the gold reward's spread, so its β values are 1/8 of RLOO's). Every run is evaluated at N = 1, 2, 4, 8 (8 samples per prompt and side, gold judge).
+each at three to five β reaching from where the KL penalty binds to where the recipes' 64 steps do (CTRL's
+reward Φ̃(C) ∈ [0, 1] has about 1/8 of the gold reward's spread, so its β values are about 1/8 of RLOO's;
+RLOO and CTRL-won move least per step, so they get two more small β to reach further along KL). Every run is evaluated at N = 1, 2, 4, 8 (8 samples per prompt and side, gold judge).
 
 Writes OUT/frontier.png (best-of-4, worst-of-4 and plain win rate against KL, one curve per arm, the mean over
 seeds at each β), OUT/table.md and OUT/study.json, and prints the table. A finished run (its eval.json exists)
@@ -25,10 +26,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = {  # name -> (recipe, overrides, β values)
-    "RLOO": ("recipes/rloo.yaml", [], [0.2, 0.8, 3.2]),
+    "RLOO": ("recipes/rloo.yaml", [], [0.0125, 0.05, 0.2, 0.8, 3.2]),
     "CTRL-identity": ("recipes/ctrl_bon.yaml", ["method.transform=identity"], [0.025, 0.1, 0.4]),
     "CTRL-bon": ("recipes/ctrl_bon.yaml", [], [0.025, 0.1, 0.4]),
-    "CTRL-won": ("recipes/ctrl_won.yaml", [], [0.025, 0.1, 0.4]),
+    "CTRL-won": ("recipes/ctrl_won.yaml", [], [0.0015625, 0.00625, 0.025, 0.1, 0.4]),
 }
 EVALUATION = ["evaluation.samples_per_prompt=8", "evaluation.best_of_n=[1,2,4,8]"]
 KEYS = (

@@ -80,10 +80,12 @@ class OnPolicyRun(PolicyRun):
         if recipe.data.eval is not None:
             raise RecipeError("data.eval", "on-policy runs sample their own completions; use `evaluation:`")
         if recipe.sampling.n < 2:
-            need = "a leave-one-out baseline needs" if self.objective.selector == "all" else "pairs need"
-            raise RecipeError(
-                "sampling.n", f"on-policy {need} >= 2 samples per prompt, got {recipe.sampling.n}"
+            need = (
+                "a leave-one-out baseline needs"
+                if self.objective.selector == "all"
+                else "on-policy pairs need"
             )
+            raise RecipeError("sampling.n", f"{need} >= 2 samples per prompt, got {recipe.sampling.n}")
         if self.labeller_class.needs_reward and recipe.reward.kind == "none":
             raise RecipeError(
                 "reward.kind", f"method '{recipe.method.name}' labels its samples with a reward"
@@ -158,7 +160,9 @@ class OnPolicyRun(PolicyRun):
         if self.objective.selector == "all":
             print(f"   online: {trainer.totals['pairs']} prompts × {self.recipe.sampling.n} samples")
         else:
-            print(f"   online: {trainer.totals['pairs']} pairs, {trainer.totals['ties']} tied prompts skipped")
+            print(
+                f"   online: {trainer.totals['pairs']} pairs, {trainer.totals['ties']} tied prompts skipped"
+            )
 
 
 def write_stats(output_dir: str, trainer, seconds: float, labeller_stats: dict | None = None) -> None:
