@@ -116,8 +116,14 @@ def _cached(name: str, args: dict, build: Callable[[], dict[str, list]]):
     ds = Dataset.from_dict(build())
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     ds.save_to_disk(str(tmp))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees a half-written dataset
+    if not (path / "dataset_info.json").exists():
+        shutil.rmtree(path, ignore_errors=True)  # a stale, incomplete directory
+        try:
+            os.replace(tmp, path)  # atomic: a concurrent reader never sees a half-written dataset
+        except OSError:  # another process (a rank of the same launch) saved the same build in between
+            if not (path / "dataset_info.json").exists():
+                raise
+    shutil.rmtree(tmp, ignore_errors=True)  # ours, when another process's identical build got there first
     return load_from_disk(str(path))
 
 

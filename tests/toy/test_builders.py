@@ -136,3 +136,25 @@ def test_every_builder_passes_the_data_layer_validation(name, kwargs, fmt):
     ds = TOY_BUILDERS[name](**kwargs)
     assert detect_format(ds.column_names) == fmt
     validate_dataset(ds, fmt, source=name)
+
+
+def test_cache_survives_another_process_saving_the_same_build_first(tmp_path, monkeypatch):
+    """Two ranks of one launch build the same toy dataset; the one that renames second finds the directory
+    taken (ENOTEMPTY) and must use the identical dataset already there, not crash."""
+    import os
+
+    from datasets import Dataset
+
+    from alignment.toy import builders
+
+    monkeypatch.setenv("ALIGNMENT_CACHE", str(tmp_path))
+    real_replace = os.replace
+
+    def other_rank_wins(src, dst):
+        Dataset.from_dict({"a": [1, 2]}).save_to_disk(str(dst))  # lands between our check and our rename
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(builders.os, "replace", other_rank_wins)
+    ds = builders._cached("race", {"model": "no-such-model"}, lambda: {"a": [1, 2]})
+    assert ds["a"] == [1, 2]
+    assert not list((tmp_path / "toy-datasets").glob("*.tmp*"))  # our own copy was removed
