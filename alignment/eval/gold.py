@@ -93,6 +93,20 @@ def best_of_n_win_rate(
     return pairwise_win_rate(picks(policy_rewards), picks(reference_rewards))
 
 
+def win_rates(policy_rewards: torch.Tensor, reference_rewards: torch.Tensor, best_of_n: Sequence[int]):
+    """`win_rate` and, for each N in `best_of_n` that the (P, n) samples allow, the best-/worst-of-N win rates."""
+    out = {"win_rate": pairwise_win_rate(policy_rewards, reference_rewards)}
+    for k in best_of_n:
+        if k <= policy_rewards.shape[1]:
+            out[f"best_of_{k}_win_rate"] = best_of_n_win_rate(
+                policy_rewards, reference_rewards, k, worst=False
+            )
+            out[f"worst_of_{k}_win_rate"] = best_of_n_win_rate(
+                policy_rewards, reference_rewards, k, worst=True
+            )
+    return out
+
+
 def check_same_vocabulary(policy: Policy, reference: Policy) -> None:
     """The KL compares next-token distributions over one vocabulary: refuse two tokenizers that disagree."""
     same = policy.tokenizer is reference.tokenizer
@@ -147,9 +161,13 @@ def evaluate(
     settings: EvalSettings,
     *,
     harmful_fn: Any = None,
+    also: dict[str, Reward] | None = None,
 ) -> dict[str, Any]:
     """Sample both policies, score with `reward`, compare; returns the eval.json payload plus ``_samples``,
     the (P, n) per-sample rewards and KLs behind the means (left out of eval.json; `eval_payload`).
+
+    `also` names further judges of the same samples (e.g. the reward an on-policy run optimised, when gold
+    judges it): their win rates go in under ``<name>/`` (`<name>/win_rate`, `<name>/best_of_N_win_rate`, ...).
 
     The reference samples first: when a vLLM engine is shared with an on-policy trainer, it then ends holding
     the policy's weights, the ones training goes on from.
@@ -167,11 +185,12 @@ def evaluate(
     pol_rewards, ref_rewards = policy_out.score(reward), ref_out.score(reward)
     lengths = torch.tensor([len(ids) for per in policy_out.token_ids for ids in per], dtype=torch.float64)
     ref_lengths = torch.tensor([len(ids) for per in ref_out.token_ids for ids in per], dtype=torch.float64)
+    rates = win_rates(pol_rewards, ref_rewards, settings.best_of_n)
     result: dict[str, Any] = {
         "reward": getattr(reward, "name", type(reward).__name__),
         "gold_reward": float(pol_rewards.mean()),
         "reference_gold_reward": float(ref_rewards.mean()),
-        "win_rate": pairwise_win_rate(pol_rewards, ref_rewards),
+        "win_rate": rates.pop("win_rate"),
         "kl": float(kl.mean()),
         "kl_sampled": float(ratio.mean()),
         "length": float(lengths.mean()),
@@ -186,10 +205,12 @@ def evaluate(
     if harmful_fn is not None:
         result["harmful_rate"] = float(harmful_fn(pol_texts).double().mean())
         result["reference_harmful_rate"] = float(harmful_fn(ref_texts).double().mean())
-    for k in settings.best_of_n:
-        if k <= n:
-            result[f"best_of_{k}_win_rate"] = best_of_n_win_rate(pol_rewards, ref_rewards, k, worst=False)
-            result[f"worst_of_{k}_win_rate"] = best_of_n_win_rate(pol_rewards, ref_rewards, k, worst=True)
+    result.update(rates)  # best-/worst-of-N
+    for name, judge in (also or {}).items():
+        pol, ref = policy_out.score(judge), ref_out.score(judge)
+        scores = {"reward": float(pol.mean()), "reference_reward": float(ref.mean())}
+        scores.update(win_rates(pol, ref, settings.best_of_n))
+        result.update({f"{name}/{key}": value for key, value in scores.items()})
     result["examples"] = [
         {"prompt": prompts[i], "policy": policy_out.texts[i][0], "reference": ref_out.texts[i][0]}
         for i in range(min(5, len(prompts)))

@@ -106,6 +106,7 @@ class RecipeEvaluator:
         self.stop = tuple(stop) or tuple(recipe.evaluation.stop)
         self.reward_config = judge_reward_config(recipe)
         self._reward: Reward | None = None
+        self._optimised: Reward | None = None  # the trained reward as a second judge (`optimised_judge`)
         if self.reward_config.kind == "model":  # loaded at the first call; checked now
             section = "evaluation.reward" if evaluation.reward is not None else "reward"
             check_model_name(
@@ -155,7 +156,21 @@ class RecipeEvaluator:
             self.reward,
             self.settings,
             harmful_fn=harmful_fn_for(self.reward_config.kind),
+            also=self.optimised_judge(),
         )
+
+    def optimised_judge(self) -> dict[str, Reward]:
+        """The reward an on-policy run optimised, as a second judge when another one (gold) judges the run: its
+        win rates go into eval.json as `optimised_reward/...` (InfAlign judges best-of-N by the reward the
+        policy optimised). Built at the first evaluation, on the evaluating rank."""
+        trained = self.recipe.reward
+        if self.recipe.data.source != "on_policy" or trained.kind == "none" or trained == self.reward_config:
+            return {}
+        if self._optimised is None:
+            from alignment.rewards.base import build_reward
+
+            self._optimised = build_reward(trained)
+        return {"optimised_reward": self._optimised}
 
     @property
     def reward(self) -> Reward:

@@ -81,3 +81,23 @@ def test_rloo_with_one_sample_per_prompt_stops_before_any_model_loads(tiny_model
     with pytest.raises(RecipeError, match="leave-one-out baseline needs >= 2 samples per prompt") as err:
         run(raw)
     assert err.value.path == "sampling.n"
+
+
+def test_a_run_judged_by_gold_also_reports_the_reward_it_optimised(tiny_model_dir, tmp_path):
+    """RLOO on a function reward (completion length), judged by gold: eval.json also holds the optimised
+    reward's win rates under `optimised_reward/`, computed on the same samples."""
+    out = tmp_path / "length"
+    raw = short(
+        tiny_model_dir,
+        out,
+        {"name": "rloo", "beta": 0.1},
+        reward={"kind": "function", "function": "alignment_test_rewards:length"},
+        evaluation={"samples_per_prompt": 4, "best_of_n": [1, 4]},
+    )
+    assert run(raw) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["reward"] == "gold"
+    for key in ("win_rate", "best_of_4_win_rate", "worst_of_4_win_rate", "reward", "reference_reward"):
+        assert f"optimised_reward/{key}" in result
+    # the optimised reward is the completion length in characters: its mean over the policy's samples
+    assert result["optimised_reward/reward"] > 0
