@@ -8,7 +8,10 @@ and from its reference on the same prompts, score both with the reward, and repo
 * ``kl`` — KL(π_T || π_ref,T) estimated on the policy's own samples with the exact per-token formula
   (Σ_t KL of the next-token distributions), and ``kl_sampled`` — the plain mean of log π_T/π_ref,T;
 * ``gold_reward`` / ``reference_gold_reward``, ``length`` (completion tokens), ``harmful_rate`` when the
-  reward is the toy gold reward; best-of-N / worst-of-N win rates for each N in `best_of_n`.
+  reward is the toy gold reward; best-of-N / worst-of-N win rates for each N in `best_of_n`;
+* ``pairwise_accuracy`` — the policy as a pairwise classifier (Tang et al. 2024): how often its implicit
+  reward log π/π_ref orders two reference (base) samples of a prompt as the judge does, and
+  ``pairwise_accuracy_policy_samples`` the same on pairs of its own samples.
 
 Both sides are `Policy` objects (sampler + log-prob scorer + optional prompt template), so any two of a
 trained checkpoint, a base model inside a template and a vLLM-served model compare the same way.
@@ -107,6 +110,19 @@ def win_rates(policy_rewards: torch.Tensor, reference_rewards: torch.Tensor, bes
     return out
 
 
+def pairwise_accuracy(implicit: torch.Tensor, judge: torch.Tensor) -> tuple[float, int]:
+    """How well an implicit reward ranks pairs the judge prefers (Tang et al. 2024's "policy as a pairwise
+    classifier"): over every pair i < j of each prompt's (P, n) samples that the judge does not tie, the share
+    where the implicit reward orders them as the judge does, implicit ties counted ½; and the number of
+    pairs (NaN accuracy without one)."""
+    i, j = torch.triu_indices(implicit.shape[1], implicit.shape[1], offset=1)
+    judged, ranked = judge[:, i] - judge[:, j], implicit[:, i] - implicit[:, j]
+    keep = judged != 0
+    agree = (ranked * judged > 0).double() + 0.5 * (ranked == 0).double()
+    count = int(keep.sum())
+    return (float(agree[keep].mean()) if count else float("nan")), count
+
+
 def check_same_vocabulary(policy: Policy, reference: Policy) -> None:
     """The KL compares next-token distributions over one vocabulary: refuse two tokenizers that disagree."""
     same = policy.tokenizer is reference.tokenizer
@@ -183,6 +199,11 @@ def evaluate(
     kl, ratio = kl_on_samples(policy, reference, policy_out, temperature=settings.temperature)
     pol_texts, ref_texts = policy_out.flat_texts(), ref_out.flat_texts()
     pol_rewards, ref_rewards = policy_out.score(reward), ref_out.score(reward)
+    # the implicit reward log π/π_ref (temperature 1) of both sample sets, for the pairwise-classifier accuracy
+    implicit_pol = ratio if settings.temperature == 1 else kl_on_samples(policy, reference, policy_out)[1]
+    implicit_ref = kl_on_samples(policy, reference, ref_out)[1]
+    accuracy_base, pairs_base = pairwise_accuracy(implicit_ref, ref_rewards)
+    accuracy_own, pairs_own = pairwise_accuracy(implicit_pol, pol_rewards)
     lengths = torch.tensor([len(ids) for per in policy_out.token_ids for ids in per], dtype=torch.float64)
     ref_lengths = torch.tensor([len(ids) for per in ref_out.token_ids for ids in per], dtype=torch.float64)
     rates = win_rates(pol_rewards, ref_rewards, settings.best_of_n)
@@ -193,6 +214,10 @@ def evaluate(
         "win_rate": rates.pop("win_rate"),
         "kl": float(kl.mean()),
         "kl_sampled": float(ratio.mean()),
+        "pairwise_accuracy": accuracy_base,
+        "pairwise_accuracy_policy_samples": accuracy_own,
+        "pairwise_pairs": pairs_base,
+        "pairwise_pairs_policy_samples": pairs_own,
         "length": float(lengths.mean()),
         "reference_length": float(ref_lengths.mean()),
         "num_prompts": len(prompts),
@@ -215,7 +240,14 @@ def evaluate(
         {"prompt": prompts[i], "policy": policy_out.texts[i][0], "reference": ref_out.texts[i][0]}
         for i in range(min(5, len(prompts)))
     ]
-    result["_samples"] = {"reward": pol_rewards, "reference_reward": ref_rewards, "kl": kl}
+    result["_samples"] = {
+        "reward": pol_rewards,
+        "reference_reward": ref_rewards,
+        "kl": kl,
+        "implicit": implicit_pol,
+        "reference_implicit": implicit_ref,
+        "reference_completions": ref_out,
+    }
     return result
 
 

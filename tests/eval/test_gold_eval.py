@@ -7,7 +7,14 @@ import json
 import pytest
 import torch
 
-from alignment.eval.gold import EvalSettings, best_of_n_win_rate, evaluate, pairwise_win_rate, write_eval
+from alignment.eval.gold import (
+    EvalSettings,
+    best_of_n_win_rate,
+    evaluate,
+    pairwise_accuracy,
+    pairwise_win_rate,
+    write_eval,
+)
 from alignment.eval.policy import make_policy
 from alignment.models import load_causal_lm, load_tokenizer
 from alignment.rewards.base import FunctionReward
@@ -95,3 +102,48 @@ def test_eval_command_stops_each_side_at_its_own_stop_strings(tmp_path):
     assert main([*argv, "--stop", "e"]) == 0
     examples = json.loads((tmp_path / "eval.json").read_text())["examples"]
     assert all("e" not in ex["policy"] for ex in examples) and any("e" in ex["reference"] for ex in examples)
+
+
+def test_pairwise_accuracy_by_hand():
+    """Prompt 1 (3 samples): judge 1 < 2 < 3; implicit 0.5, 0.1, 0.9: pairs (0,1) wrong, (0,2) right, (1,2)
+    right. Prompt 2: judge ties (5, 5, 6): pair (0,1) left out; implicit ties on (0,2) count ½, (1,2) right."""
+    judge = torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 6.0]])
+    implicit = torch.tensor([[0.5, 0.1, 0.9], [0.2, 0.0, 0.2]])
+    accuracy, pairs = pairwise_accuracy(implicit, judge)
+    assert pairs == 5 and accuracy == pytest.approx((0 + 1 + 1 + 0.5 + 1) / 5)
+
+
+@pytest.mark.integration
+def test_pairwise_accuracy_is_the_implicit_reward_of_a_naive_loop(
+    tiny_model_dir, tiny_tokenizer, prompts_for, completion_logps
+):
+    """π ≠ π_ref (a perturbed copy): evaluate's implicit reward of the reference's samples is
+    log π(y|x) − log π_ref(y|x) from one unpadded forward per sample, and its accuracy follows from it."""
+    from alignment.sampling.base import prompt_token_ids
+
+    reference_model = load_causal_lm(str(tiny_model_dir))
+    policy_model = load_causal_lm(str(tiny_model_dir))
+    with torch.no_grad():
+        for p in policy_model.parameters():
+            p.add_(0.05 * torch.randn_like(p, generator=torch.Generator().manual_seed(0)))
+    judge = FunctionReward(lambda prompts, texts: [float(len(t)) for t in texts], "length")
+    prompts = prompts_for(6, seed=2)
+    settings = EvalSettings(num_prompts=6, samples_per_prompt=3, max_new_tokens=12, seed=3)
+    result = evaluate(
+        make_policy(policy_model, tiny_tokenizer),
+        make_policy(reference_model, tiny_tokenizer),
+        prompts,
+        judge,
+        settings,
+    )
+    samples = result["_samples"]["reference_completions"]
+    prompt_ids = prompt_token_ids(tiny_tokenizer, samples.flat_prompts())
+    naive = torch.tensor(completion_logps(policy_model, prompt_ids, samples.flat_token_ids())) - torch.tensor(
+        completion_logps(reference_model, prompt_ids, samples.flat_token_ids())
+    )
+    implicit = result["_samples"]["reference_implicit"]
+    torch.testing.assert_close(implicit.flatten(), naive.double(), atol=1e-4, rtol=0)
+    assert implicit.abs().max() > 1e-2  # π ≠ π_ref
+    want, pairs = pairwise_accuracy(naive.reshape(6, 3).double(), result["_samples"]["reference_reward"])
+    assert result["pairwise_accuracy"] == pytest.approx(want) and result["pairwise_pairs"] == pairs > 0
+    assert 0 <= result["pairwise_accuracy_policy_samples"] <= 1
