@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 stamp="$VENV/.installed-$(sha1sum pyproject.toml scripts/install.sh | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ]; then exit 0; fi
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+# a venv cut short while being created (Ctrl-C) has a python but no pip: make it again
+if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; }; then
+  python3 -m venv --clear "$VENV"
+fi
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip
 if command -v nvidia-smi >/dev/null 2>&1; then
