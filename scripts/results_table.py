@@ -1,6 +1,6 @@
 """Print a markdown table of gold-evaluation results from run directories (their eval.json files).
 
-    python scripts/results_table.py runs/dpo runs/ipo runs/kto runs/bco runs/d2o
+python scripts/results_table.py runs/dpo runs/ipo runs/kto runs/bco runs/d2o
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from alignment.eval.table import markdown_table
 
 COLUMNS = [
     ("win_rate", "win rate vs ref", "{:.3f}"),
@@ -24,16 +26,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args()
-    print("| run | " + " | ".join(title for _, title, _ in COLUMNS) + " |")
-    print("|---|" + "---|" * len(COLUMNS))
+    rows = []
     for run in args.runs:
         path = run / "eval.json"
-        if not path.exists():
-            print(f"| {run.name} | " + " | ".join("—" for _ in COLUMNS) + " |")
-            continue
-        result = json.loads(path.read_text())
-        cells = [fmt.format(result[key]) if key in result else "—" for key, _, fmt in COLUMNS]
-        print(f"| {run.name} | " + " | ".join(cells) + " |")
+        rows.append({"run": run.name, **(json.loads(path.read_text()) if path.exists() else {})})
+    print(markdown_table(rows, [("run", "run", "{}"), *COLUMNS]), end="")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from alignment.errors import DataError, RecipeError
+from alignment.eval.table import markdown_table
 from alignment.files import write_json_atomic, write_text_atomic
 from alignment.kinds.self_labelled import SelfLabelledRun
 from alignment.kinds.static import StaticRun
@@ -286,8 +287,9 @@ def stage_row(stage: Recipe, i: int) -> dict[str, Any]:
         )
     state = root / "trainer_state.json"
     if state.exists():
-        logs = [h for h in json.loads(state.read_text())["log_history"] if "loss" in h]
-        row["steps"] = json.loads(state.read_text())["global_step"]
+        trainer_state = json.loads(state.read_text())
+        logs = [h for h in trainer_state["log_history"] if "loss" in h]
+        row["steps"] = trainer_state["global_step"]
 
         def mean(key: str) -> float | None:
             values = [h[key] for h in logs if key in h]
@@ -308,7 +310,7 @@ def write_summary(recipe: Recipe, stages: list[Recipe]) -> list[dict[str, Any]]:
     rows = [stage_row(stage, i) for i, stage in enumerate(stages)]
     root = Path(recipe.output_dir)
     write_json_atomic(root / f"{SUMMARY}.json", {"method": recipe.method.name, "iterations": rows})
-    write_text_atomic(root / f"{SUMMARY}.md", markdown_table(rows))
+    write_text_atomic(root / f"{SUMMARY}.md", markdown_table(rows, COLUMNS))
     plot_summary(rows, root / f"{SUMMARY}.png")
     return rows
 
@@ -327,17 +329,9 @@ COLUMNS = (
 )
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = [fmt.format(row[key]) if key in row else "—" for key, _, fmt in COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def print_table(rows: list[dict[str, Any]]) -> None:
     print("\n== Selfie: iter_0 = DPO on the seed; iter_i = self-labelled iteration i")
-    print(markdown_table(rows))
+    print(markdown_table(rows, COLUMNS))
 
 
 def plot_summary(rows: list[dict[str, Any]], path: Path) -> None:
