@@ -4,6 +4,7 @@
     alignment eval ...        (alignment.eval.cli)
     alignment generate ...    (alignment.sampling.cli)
     alignment shift ...       (alignment.analysis.cli)
+    alignment study ...       (alignment.study.cli)
 
 Also `python -m alignment ...` and `accelerate launch -m alignment ...`. Any `AlignmentError` (a recipe
 typo, a missing file or column) prints `error: <message>` and exits with status 2, without a traceback.
@@ -23,6 +24,7 @@ SUBCOMMANDS = {
     "eval": "alignment.eval.cli",
     "generate": "alignment.sampling.cli",
     "shift": "alignment.analysis.cli",
+    "study": "alignment.study.cli",
 }
 
 
@@ -43,6 +45,7 @@ def _epilog() -> str:
         "  eval ...      gold evaluation of a trained run (alignment eval --help)",
         "  generate ...  sample completions from a model (alignment generate --help)",
         "  shift ...     token-distribution shift from a base to an aligned model (alignment shift --help)",
+        "  study ...     a grid of runs from one study file, a table and plots (alignment study --help)",
         "",
         "examples:",
         "  alignment recipes/dpo.yaml method.beta=0.2 training.learning_rate=5e-6",

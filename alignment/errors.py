@@ -35,3 +35,7 @@ class DataError(AlignmentError):
 
 class BackendError(AlignmentError):
     """An optional backend (vLLM, DeepSpeed, an embedder) is missing or failed to start."""
+
+
+class StudyError(AlignmentError):
+    """A study file names an unknown key, arm or run, or its dependencies form a cycle."""

@@ -4,6 +4,7 @@
     output_dir/iter_0/                DPO of π_init on the labelled seed (data.train), reference π_init
     output_dir/iter_i/  (i = 1…T)     `selfie_iteration` from π_{i−1} on data.pools[i−1], reference π_{i−1}
     output_dir/selfie_summary.{json,md,png}
+    output_dir/eval.json              the final stage's evaluation (a copy, with `final_stage`)
 
 Every stage is a complete run through the one lifecycle, with its own resolved `recipe.yaml` (re-runnable on
 its own), model, eval.json and checkpoints. Each iteration's evaluation reference is π_init, so every
@@ -306,9 +307,15 @@ def stage_row(stage: Recipe, i: int) -> dict[str, Any]:
 
 
 def write_summary(recipe: Recipe, stages: list[Recipe]) -> list[dict[str, Any]]:
-    """output_dir/selfie_summary.json, .md (the table) and .png (win rate and judge accuracy by iteration)."""
+    """output_dir/selfie_summary.json, .md (the table) and .png (win rate and judge accuracy by iteration),
+    and output_dir/eval.json: the final stage's evaluation (with `final_stage`), as every run's directory
+    holds the evaluation of its final policy (what studies and results tables read)."""
     rows = [stage_row(stage, i) for i, stage in enumerate(stages)]
     root = Path(recipe.output_dir)
+    final = Path(stages[-1].output_dir) / "eval.json"
+    if final.exists():
+        payload = json.loads(final.read_text())
+        write_json_atomic(root / "eval.json", {"final_stage": final.parent.name, **payload})
     write_json_atomic(root / f"{SUMMARY}.json", {"method": recipe.method.name, "iterations": rows})
     write_text_atomic(root / f"{SUMMARY}.md", markdown_table(rows, COLUMNS))
     plot_summary(rows, root / f"{SUMMARY}.png")

@@ -28,6 +28,14 @@ DATA_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".txt", ".a
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read `path`, apply `key.path=value` overrides, validate every section and return the `Recipe`."""
+    raw = read_raw_recipe(path)
+    for override in overrides:
+        apply_override(raw, override)
+    return recipe_from_dict(raw)
+
+
+def read_raw_recipe(path: str | Path) -> dict[str, Any]:
+    """The recipe file as a plain mapping, not yet validated (an empty file is an empty mapping)."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(
@@ -43,9 +51,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(
             "", f"'{path}' must hold a mapping of sections (method, model, data, ...), got {raw!r}"
         )
-    for override in overrides:
-        apply_override(raw, override)
-    return recipe_from_dict(raw)
+    return raw
 
 
 def parse_override(override: str) -> tuple[list[str], Any]:
@@ -66,6 +72,11 @@ def parse_override(override: str) -> tuple[list[str], Any]:
 def apply_override(raw: dict[str, Any], override: str) -> None:
     """Set one `a.b.c=value` in the raw recipe mapping, creating sections as needed."""
     keys, value = parse_override(override)
+    set_path(raw, keys, value)
+
+
+def set_path(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    """`raw[k0][k1]...[kn] = value` in a raw recipe mapping, creating sections as needed."""
     node = raw
     for i, key in enumerate(keys[:-1]):
         child = node.get(key)
@@ -79,6 +90,18 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
             )
         node = child
     node[keys[-1]] = value
+
+
+def get_path(raw: dict[str, Any], keys: list[str]) -> tuple[bool, Any]:
+    """(True, value) at `keys` in a raw recipe mapping, (False, None) where a key is missing."""
+    node: Any = raw
+    for key in keys:
+        if isinstance(node, str) and key == DatasetSpec.SHORTHAND:
+            return True, node
+        if not isinstance(node, dict) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:

@@ -1,4 +1,5 @@
-"""Every recipe shipped under recipes/ (recursively) validates; the count checks that none was skipped.
+"""Every recipe shipped under recipes/ (recursively) validates, and so does every study under
+recipes/studies/ (with every run's recipe); the count checks that none was skipped.
 
 `recipes/accelerate/` holds `accelerate launch --config_file` files, which are not recipes.
 """
@@ -11,7 +12,7 @@ from alignment.errors import AlignmentError
 from alignment.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
-NOT_RECIPES = {"accelerate"}
+NOT_RECIPES = {"accelerate", "studies"}
 
 
 def shipped_recipes() -> list[Path]:
@@ -33,3 +34,14 @@ def test_every_shipped_recipe_validates(monkeypatch):
     assert len(validated) == len(files)
     if files:
         assert len(validated) > 0
+
+
+def test_every_shipped_study_validates(monkeypatch):
+    from alignment.study.spec import load_study
+
+    monkeypatch.chdir(ROOT)
+    studies = sorted(ROOT.glob("recipes/studies/*.yaml"))
+    assert {p.name for p in studies} >= {"online_vs_offline.yaml", "methods.yaml"}
+    for path in studies:
+        study = load_study(path.relative_to(ROOT))
+        assert study.runs and len({r.name for r in study.runs}) == len(study.runs)

@@ -115,6 +115,9 @@ def test_run_writes_stages_whose_labels_are_the_implicit_reward(
     assert [r["iteration"] for r in rows] == [0, 1, 2] and (root / "selfie_summary.png").exists()
     assert all(0 <= r["win_rate"] <= 1 for r in rows) and all("judge_accuracy" in r for r in rows[1:])
     assert "| 2 |" in (root / "selfie_summary.md").read_text()
+    final = json.loads((root / "eval.json").read_text())  # the run's eval.json: its final policy's
+    assert final.pop("final_stage") == "iter_2"
+    assert final == json.loads((root / "iter_2" / "eval.json").read_text())
 
     # iteration 2's pairs: judged by iter_1 against π_init, chosen = the higher implicit reward
     pairs = load_from_disk(str(root / "iter_2" / "self_labelled"))

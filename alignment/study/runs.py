@@ -1,0 +1,164 @@
+"""One planned run → its resolved recipe, its state on disk, and running it in this process.
+
+A run is finished when its directory holds `study_run.json`, written only after the run succeeded, whose
+recipe equals the run's resolved recipe now. A derived value changes the resolved recipe when the run it
+reads changed, so a rerun arm also reruns the arms that read it. Stale directories (another recipe, or an
+interrupted run with no checkpoint to resume) are cleared before the run starts again; an interrupted run of
+the same recipe with a complete checkpoint resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from typing import Any
+
+import yaml
+
+from alignment.errors import StudyError
+from alignment.files import write_json_atomic
+from alignment.study.spec import PlannedRun, Study, fail, run_recipe_raw
+
+MARKER = "study_run.json"
+RESUME_KEY = "resume_from_checkpoint"
+
+
+def comparable(recipe_dict: dict[str, Any]) -> dict[str, Any]:
+    """A resolved recipe without the resume setting (which does not change what the run computes)."""
+    out = dict(recipe_dict)
+    out["training"] = {k: v for k, v in (out.get("training") or {}).items() if k != RESUME_KEY}
+    return json.loads(json.dumps(out))  # tuples → lists, as they come back from JSON
+
+
+def read_marker(run: PlannedRun) -> dict[str, Any] | None:
+    path = run.output_dir / MARKER
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def derived_values(study: Study, run: PlannedRun) -> dict[str, Any]:
+    """The values of `run`'s derived keys, read from the finished runs they name; a StudyError when one of
+    those runs has not finished (or its file lacks the key)."""
+    sources = study.sources(run)
+    for source in sources.values():
+        if not is_finished(study, source):
+            raise StudyError(
+                f"run '{run.name}' needs run '{source.name}' to have finished first (no finished "
+                f"{source.output_dir / MARKER} for its current recipe); run it first, e.g. "
+                f"`alignment study {study.path} --run {source.name}`"
+            )
+    values = {}
+    for key, spec in run.arm.derived.items():
+        source = sources[spec.source]
+        if spec.file is None:
+            values[key] = str(source.output_dir)
+            continue
+        path = source.output_dir / spec.file
+        if not path.is_file():
+            raise fail(study.path, f"arm '{run.arm.name}'.derived.{key}", f"{path} does not exist")
+        node: Any = json.loads(path.read_text())
+        for part in spec.key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise fail(
+                    study.path, f"arm '{run.arm.name}'.derived.{key}", f"{path} has no key '{spec.key}'"
+                )
+            node = node[part]
+        values[key] = node
+    return values
+
+
+def resolved_raw(study: Study, run: PlannedRun) -> dict[str, Any]:
+    """The run's full recipe as plain data, derived values filled in (its sources must have finished)."""
+    from alignment.recipe.load import recipe_from_dict, to_dict
+
+    return to_dict(recipe_from_dict(run_recipe_raw(study, run, derived_values(study, run))))
+
+
+def is_finished(study: Study, run: PlannedRun) -> bool:
+    marker = read_marker(run)
+    if marker is None:
+        return False
+    try:
+        expected = resolved_raw(study, run)
+    except StudyError:
+        return False
+    return marker.get("recipe") == comparable(expected)
+
+
+def saved_recipe_matches(run: PlannedRun, recipe_dict: dict[str, Any]) -> bool:
+    saved = run.output_dir / "recipe.yaml"
+    if not saved.exists():
+        return False
+    try:
+        return comparable(yaml.safe_load(saved.read_text()) or {}) == comparable(recipe_dict)
+    except yaml.YAMLError:
+        return False
+
+
+def has_checkpoint(run: PlannedRun) -> bool:
+    return any(run.output_dir.glob("checkpoint-*/trainer_state.json"))
+
+
+def prepare_directory(run: PlannedRun, recipe_dict: dict[str, Any]) -> str:
+    """Make the run's directory ready to (re)start; returns what was done, for the progress line."""
+    if not run.output_dir.exists():
+        return "new"
+    if saved_recipe_matches(run, recipe_dict) and has_checkpoint(run):
+        (run.output_dir / MARKER).unlink(missing_ok=True)
+        return "resume"
+    shutil.rmtree(run.output_dir)
+    return "cleared"
+
+
+def main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def execute_run(study: Study, run: PlannedRun, started: float | None = None) -> int:
+    """Run one planned run in this process (all processes of a launch call this): skip it when finished,
+    clear a stale directory (the main process; the others meet it at the process-group start, after it),
+    resume an interrupted one, and record `study_run.json` with the wall time (since `started`, default now)
+    when it succeeds."""
+    from alignment.recipe.load import recipe_from_dict
+    from alignment.run import run_recipe
+
+    raw = resolved_raw(study, run)
+    if is_finished(study, run):
+        print(f"{run.name}: finished already ({run.output_dir / MARKER}), skipped")
+        return 0
+    action = prepare_directory(run, raw) if main_process() else "new"
+    if action == "resume":
+        raw = {**raw, "training": {**raw["training"], RESUME_KEY: "last"}}
+    recipe = recipe_from_dict(raw)
+    started = time.time() if started is None else started
+    code = run_recipe(recipe)
+    if code != 0 or not main_process():
+        return code
+    write_json_atomic(
+        run.output_dir / MARKER,
+        {
+            "run": run.name,
+            "arm": run.arm.name,
+            "seed": run.seed,
+            "point": run.point,
+            "wall_time_s": time.time() - started,
+            "resumed": action == "resume",
+            "host": socket.gethostname(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "recipe": comparable(raw),
+        },
+    )
+    return 0
+
+
+def result_of(run: PlannedRun) -> dict[str, Any]:
+    """The run's eval.json (its final policy's evaluation; {} when the run evaluates nothing)."""
+    path = run.output_dir / "eval.json"
+    return json.loads(path.read_text()) if path.exists() else {}
