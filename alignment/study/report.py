@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +36,7 @@ DEFAULT_COLUMNS = (
     "worst_of_4_win_rate",
     "harmful_rate",
     "length",
-    "accuracy",
+    "heldout_accuracy",
     WALL,
 )
 KL_BUDGETS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -60,10 +59,27 @@ def number_format(key: str) -> str:
     return "{:.3f}"
 
 
+def report_order(study: Study) -> list[PlannedRun]:
+    """The runs by arm (as the study lists them), then grid point, then seed: the order of table rows."""
+    arms = [a.name for a in study.arms]
+    points: dict[str, list[str]] = {}
+    for run in study.runs:
+        labels = points.setdefault(run.arm.name, [])
+        if repr(run.point) not in labels:
+            labels.append(repr(run.point))
+
+    def key(run: PlannedRun) -> tuple[int, int, int]:
+        seed = -1 if run.seed is None else study.seeds.index(run.seed)
+        return arms.index(run.arm.name), points[run.arm.name].index(repr(run.point)), seed
+
+    return sorted(study.runs, key=key)
+
+
 def finished_runs(study: Study) -> tuple[list[PlannedRun], list[PlannedRun]]:
-    """(finished, not finished) runs, in plan order."""
-    done = [r for r in study.runs if is_finished(study, r)]
-    return done, [r for r in study.runs if r not in done]
+    """(finished, not finished) runs, in report order."""
+    ordered = report_order(study)
+    done = [r for r in ordered if is_finished(study, r)]
+    return done, [r for r in ordered if r not in done]
 
 
 def run_row(run: PlannedRun) -> dict[str, Any]:
@@ -71,7 +87,7 @@ def run_row(run: PlannedRun) -> dict[str, Any]:
     for key, value in result_of(run).items():
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             continue  # examples, nested tables
-        row[key] = value
+        row[f"eval_{key}" if key in row else key] = value  # eval.json's `seed` is the evaluation's
     row[WALL] = read_marker(run)["wall_time_s"]
     return row
 
@@ -100,7 +116,12 @@ def conditions(study: Study, rows: list[dict[str, Any]]) -> list[tuple[str, list
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+    """Mean and sample sd (None for one value); a NaN in the values (an undefined metric) gives NaN."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def summary_table(study: Study, rows: list[dict[str, Any]]) -> str:
@@ -120,6 +141,7 @@ def summary_table(study: Study, rows: list[dict[str, Any]]) -> str:
     best = {}
     for key, direction in columns:
         means = [stats[(label, key)][0] for label, _ in groups if (label, key) in stats]
+        means = [m for m in means if math.isfinite(m)]
         if direction and len(means) > 1:
             best[key] = max(means) if direction == "max" else min(means)
     titles = ["arm", "runs", *(("wall time (s)" if k == WALL else k) for k, _ in columns)]
@@ -138,6 +160,10 @@ def summary_table(study: Study, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def frontier_points(study: Study, runs: list[PlannedRun]) -> dict[str, list[dict[str, Any]]]:
     """arm → points {kl, win_rate, final, label}: each evaluation step of each grid point, averaged over the
     seeds that have it; the final evaluation of a run counts as its last step."""
@@ -147,11 +173,13 @@ def frontier_points(study: Study, runs: list[PlannedRun]) -> dict[str, list[dict
         if not run.arm.report:
             continue
         final = result_of(run)
-        if not all(isinstance(final.get(k), (int, float)) for k in ("kl", "win_rate")):
+        if not all(finite(final.get(k)) for k in ("kl", "win_rate")):
             continue
         condition = (run.arm.name, ", ".join(f"{k.split('.')[-1]} {v}" for k, v in run.point.items()))
         steps = by_condition.setdefault(condition, {})
-        history = [h for h in read_history(run.output_dir) if "kl" in h and "win_rate" in h]
+        history = [
+            h for h in read_history(run.output_dir) if finite(h.get("kl")) and finite(h.get("win_rate"))
+        ]
         for h in history:
             steps.setdefault(h["step"], []).append((h["kl"], h["win_rate"]))
         last = math.inf  # the final evaluation sorts after every step of the history
@@ -162,8 +190,8 @@ def frontier_points(study: Study, runs: list[PlannedRun]) -> dict[str, list[dict
         for step, pairs in sorted(steps.items()):
             points.setdefault(arm, []).append(
                 {
-                    "kl": statistics.mean(p[0] for p in pairs),
-                    "win_rate": statistics.mean(p[1] for p in pairs),
+                    "kl": mean_sd([p[0] for p in pairs])[0],
+                    "win_rate": mean_sd([p[1] for p in pairs])[0],
                     "final": step == finals[(arm, label)],
                     "label": label,
                 }
@@ -255,9 +283,7 @@ def plot_classifier_vs_generator(study: Study, rows: list[dict[str, Any]]) -> bo
     usable = [
         r
         for r in rows
-        if r["arm"] in reported
-        and isinstance(r.get("pairwise_accuracy"), float)
-        and isinstance(r.get("win_rate"), float)
+        if r["arm"] in reported and finite(r.get("pairwise_accuracy")) and finite(r.get("win_rate"))
     ]
     if not usable:
         return False
@@ -270,7 +296,7 @@ def plot_classifier_vs_generator(study: Study, rows: list[dict[str, Any]]) -> bo
     arms = list(dict.fromkeys(r["arm"] for r in usable))
     for ax, (key, title) in zip(axes, panels):
         for i, arm in enumerate(arms):
-            mine = [r for r in usable if r["arm"] == arm and isinstance(r.get(key), float)]
+            mine = [r for r in usable if r["arm"] == arm and finite(r.get(key))]
             ax.scatter(
                 [r[key] for r in mine], [r["win_rate"] for r in mine], color=f"C{i % 10}", label=arm, s=22
             )

@@ -111,7 +111,9 @@ class Progress:
 def headline(run: PlannedRun) -> str:
     result = result_of(run)
     parts = [
-        f"{k} {result[k]:.3f}" for k in ("win_rate", "kl", "accuracy") if isinstance(result.get(k), float)
+        f"{k} {result[k]:.3f}"
+        for k in ("win_rate", "kl", "heldout_accuracy")
+        if isinstance(result.get(k), float)
     ]
     return f" ({', '.join(parts)})" if parts else ""
 

@@ -188,8 +188,8 @@ def build_study(
         hint = closest(str(unknown[0]), list(STUDY_KEYS))
         raise fail(
             path,
-            str(unknown[0]),
-            "unknown study key"
+            "",
+            f"unknown study key '{unknown[0]}'"
             + (f" (did you mean '{hint}'?)" if hint else "")
             + f"; valid keys: {', '.join(STUDY_KEYS)}",
         )
@@ -235,9 +235,10 @@ def build_study(
         run_overrides=run_overrides,
         runs=runs,
     )
-    for run in runs:  # each source resolves to one run, and every run's recipe validates
-        study.sources(run)
+    for run in runs:  # every run's recipe validates, then each derived value reads one run
         run_recipe_raw(study, run, derived_values=None)
+    for run in runs:
+        study.sources(run)
     return study
 
 
