@@ -159,7 +159,13 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         except RecipeError as err:
             raise StudyError(f"command line: {err.message}") from None
         if keys[0] in STUDY_KEYS:
-            set_path(raw, keys, value)
+            if len(keys) > 1 or keys[0] == "arms":
+                raise StudyError(
+                    f"command line: '{override}': set a study key whole (seeds=[0], output_dir=runs/x, "
+                    "overrides={...}); a recipe key for every run goes as section.key=value; arms change in "
+                    "the study file"
+                )
+            raw[keys[0]] = value
         else:
             run_overrides.append(override)
     return build_study(path, raw, tuple(overrides), tuple(run_overrides))

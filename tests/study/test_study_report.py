@@ -107,3 +107,27 @@ def test_reports_from_finished_runs(study):
 def test_envelope_keeps_only_points_nothing_beats_at_less_kl():
     points = [{"kl": k, "win_rate": w} for k, w in [(3, 0.7), (1, 0.6), (2, 0.55), (0.5, 0.62), (4, 0.9)]]
     assert envelope(points) == [(0.5, 0.62), (3, 0.7), (4, 0.9)]
+
+
+def test_a_stale_directory_is_cleared_and_an_interrupted_one_resumes_from_its_checkpoint(study):
+    import yaml
+
+    from alignment.study.runs import prepare_directory
+
+    run = study.run("a-beta0.1-s0")
+    raw = resolved_raw(study, run)
+    assert prepare_directory(run, raw) == "new"
+    # interrupted after a checkpoint, same recipe: resume from it (and forget any old marker)
+    (run.output_dir / "checkpoint-4").mkdir(parents=True)
+    (run.output_dir / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (run.output_dir / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    (run.output_dir / MARKER).write_text("{}")
+    assert prepare_directory(run, raw) == "resume"
+    assert (run.output_dir / "checkpoint-4").exists() and not (run.output_dir / MARKER).exists()
+    # another recipe in the directory: cleared
+    changed = {**raw, "method": {**raw["method"], "beta": 0.5}}
+    assert prepare_directory(run, changed) == "cleared" and not run.output_dir.exists()
+    # the same recipe without a complete checkpoint: cleared, the run starts again
+    (run.output_dir / "checkpoint-2").mkdir(parents=True)  # no trainer_state.json: incomplete
+    (run.output_dir / "recipe.yaml").write_text(yaml.safe_dump(raw))
+    assert prepare_directory(run, raw) == "cleared" and not run.output_dir.exists()

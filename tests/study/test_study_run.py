@@ -201,3 +201,28 @@ def test_a_changed_arm_runs_again_and_the_others_are_kept(study_file, interrupte
             == 0.2
             != before[run]["recipe"]["method"]["beta"]
         )
+
+
+@pytest.mark.deepspeed
+def test_a_two_process_launch_runs_the_study_in_its_process_group(study_file, tmp_path):
+    """`accelerate launch --num_processes 2 -m alignment study ...`: every run in turn on both processes
+    (ZeRO-2 over gloo), the derived value read after the run it names finished on every process."""
+    from tests.trainers.launching import free_port
+
+    out = tmp_path / "zero2"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "recipes" / "accelerate" / "zero2.yaml"),
+        "--main_process_port", str(free_port()),
+        "-m", "alignment", "study", str(study_file), "seeds=[0]", f"output_dir={out}",
+        "training.per_device_train_batch_size=2",
+    ]  # fmt: skip
+    env = {k: v for k, v in environment().items() if not k.startswith("ACCELERATE_")}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("[1/2] online-s0") == 1  # the main process prints the progress
+    stats = json.loads((out / "online-s0" / "online_stats.json").read_text())
+    state = json.loads((out / "offline-s0" / "trainer_state.json").read_text())
+    assert state["global_step"] == stats["steps"] == 3
+    rows = list(csv.DictReader((out / "study.csv").open()))
+    assert [r["run"] for r in rows] == ["online-s0", "offline-s0"]
