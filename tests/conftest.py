@@ -11,6 +11,7 @@ have varied lengths (a random-init model would almost never stop).
 from __future__ import annotations
 
 import random
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,23 @@ def forbid_model_loading(monkeypatch):
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", forbidden)
+
+
+# --- recipe files -------------------------------------------------------------------------------------
+
+RECIPE_MINIMAL = """
+method: {name: dpo}
+data: {train: {name: toy-paired}}
+"""
+
+
+@pytest.fixture
+def write_recipe(tmp_path: Path):
+    """write_recipe(text) -> path of a recipe file holding the dedented `text`."""
+
+    def write(text: str = RECIPE_MINIMAL, name: str = "recipe.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write

@@ -22,6 +22,7 @@ from alignment.recipe.schema import (
     method_spec,
     validate_training,
 )
+from alignment.registry import closest
 
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".txt", ".arrow")
 
@@ -46,7 +47,10 @@ def read_raw_recipe(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise RecipeError("", f"cannot parse '{path}' as YAML: {err}") from None
     if raw is None:
-        raw = {}
+        raise RecipeError(
+            "",
+            f"recipe file '{path}' is empty: a recipe needs at least `method:` and `data:` (see recipes/dpo.yaml)",
+        )
     if not isinstance(raw, dict):
         raise RecipeError(
             "", f"'{path}' must hold a mapping of sections (method, model, data, ...), got {raw!r}"
@@ -140,6 +144,9 @@ def method_from_dict(section: Any, path: str = "method") -> MethodConfig:
     params = dict(section)
     name = params.pop("name", None)
     if name is None:
+        typo = next((str(k) for k in params if closest(str(k), ["name"], cutoff=0.75)), None)
+        if typo is not None:  # `namex: dpo` is a typo of the key, not a missing method
+            raise RecipeError(f"{path}.{typo}", f"unknown key '{typo}' (did you mean 'name'?)")
         raise RecipeError(f"{path}.name", "missing required value: the method to run (e.g. name: dpo)")
     if not isinstance(name, str):
         raise RecipeError(f"{path}.name", f"expected str, got {name!r}")

@@ -511,6 +511,8 @@ def validate_training(values: Any, path: str = "training") -> dict[str, Any]:
             raise RecipeError(
                 f"{path}.{key}", unknown_key_message(str(key), path, [k for k in types_ if k != "output_dir"])
             )
+        if key == "resume_from_checkpoint" and isinstance(value, bool):
+            value = "last" if value else None  # TRL's `resume_from_checkpoint: true` = the newest checkpoint
         resolved[key] = coerce(value, types_[key], f"{path}.{key}")
     return resolved
 
