@@ -13,13 +13,13 @@ from alignment.errors import DataError
 def load_examples(recipe, tokenizer, formats: tuple[str, ...], spec_key: str = "train"):
     """Dataset spec -> validated, converted, tokenized dataset, its format and the truncation report."""
     from alignment.data.formats import prepare_for_method
-    from alignment.data.loading import load_dataset_spec
+    from alignment.data.loading import load_dataset_spec, row_labeller
     from alignment.data.tokenize import tokenize_dataset
 
     spec = getattr(recipe.data, spec_key)
     seed = int(recipe.training.get("seed", 0))
     raw = load_dataset_spec(spec, seed=seed, key=f"data.{spec_key}")
-    dataset, fmt = prepare_for_method(raw, formats, source=f"data.{spec_key}")
+    dataset, fmt = prepare_for_method(raw, formats, source=f"data.{spec_key}", row_label=row_labeller(spec))
     tokenized, report = tokenize_dataset(
         dataset,
         fmt,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,11 +128,17 @@ def _python_problem(value: Any, column: str) -> str | None:
     return f"'{column}' is empty" if empty else None
 
 
+def default_row_label(i: int) -> str:
+    """Row i as users count: from 1 (`loading.row_labeller` adds the line of a local file)."""
+    return f"row {i + 1}"
+
+
 class _Problems:
     """Row-level problems gathered over all checks; raised together, first rows first."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: Callable[[int], str] = default_row_label) -> None:
         self.items: list[tuple[int, str, int]] = []  # (first row, message, rows affected)
+        self.label = label
 
     def add(self, rows: np.ndarray, message: str) -> None:
         """Record `message` for the (sorted) offending `rows`; nothing when there are none."""
@@ -145,7 +151,7 @@ class _Problems:
         lines = []
         for row, message, count in sorted(self.items)[:MAX_LISTED_PROBLEMS]:
             more = f" (and {count - 1} more {'row' if count == 2 else 'rows'} like it)" if count > 1 else ""
-            lines.append(f"row {row}: {message}{more}")
+            lines.append(f"{self.label(row)}: {message}{more}")
         hidden = len(self.items) - MAX_LISTED_PROBLEMS
         if hidden > 0:
             lines.append(f"... and {hidden} more problems")
@@ -168,7 +174,7 @@ def _python_check(values: list, column: str, problems: _Problems) -> str | None:
         first, other = sorted(styles, key=styles.get)
         problems.add(
             np.array([styles[other]]),
-            f"'{column}' is {other} but row {styles[first]} is {first}; a column must be all plain text "
+            f"'{column}' is {other} but {problems.label(styles[first])} is {first}; a column must be all plain text "
             "or all conversational (lists of {role, content} messages)",
         )
     return min(styles, key=styles.get) if styles else None
@@ -257,11 +263,19 @@ def _check_column(ds: Dataset, table: pa.Table, column: str, problems: _Problems
     return _python_check(list(ds[column]), column, problems)  # Json (mixed types) or a wrong type
 
 
-def validate_dataset(ds: Dataset, fmt: str, *, source: str, accepted: tuple[str, ...] | None = None) -> None:
+def validate_dataset(
+    ds: Dataset,
+    fmt: str,
+    *,
+    source: str,
+    accepted: tuple[str, ...] | None = None,
+    row_label: Callable[[int], str] = default_row_label,
+) -> None:
     """Raise DataError unless every row of `ds` is valid `fmt` data (and `fmt` is one of `accepted`).
 
-    `source` names the dataset in messages (a recipe key or a file). Columns are checked with Arrow compute
-    over whole columns; only columns of an unexpected type (e.g. mixed JSON) are walked row by row.
+    `source` names the dataset in messages (a recipe key or a file), `row_label` its rows. Columns are
+    checked with Arrow compute over whole columns; only columns of an unexpected type (e.g. mixed JSON) are
+    walked row by row.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
@@ -283,7 +297,7 @@ def validate_dataset(ds: Dataset, fmt: str, *, source: str, accepted: tuple[str,
     if len(ds) == 0:
         raise DataError(f"{source}: the dataset has no rows")
     table = ds.select_columns(list(needed)).with_format("arrow")[:]
-    problems = _Problems()
+    problems = _Problems(row_label)
     styles = {column: _check_column(ds, table, column, problems) for column in needed}
     problems.raise_if_any(source, fmt)
     text_styles = {c: s for c, s in styles.items() if c != "label"}
@@ -309,7 +323,9 @@ def is_conversational_dataset(ds: Dataset, fmt: str) -> bool:
 # ---------------------------------------------------------------------------------------------- conversions
 
 
-def extract_implicit_prompt(ds: Dataset, *, source: str) -> Dataset:
+def extract_implicit_prompt(
+    ds: Dataset, *, source: str, row_label: Callable[[int], str] = default_row_label
+) -> Dataset:
     """Split conversational chosen/rejected into prompt (their shared leading messages) + completions."""
     from trl.data_utils import extract_prompt  # lazy: trl imports transformers (seconds)
 
@@ -319,7 +335,7 @@ def extract_implicit_prompt(ds: Dataset, *, source: str) -> Dataset:
     if len(rows):
         more = f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""
         raise DataError(
-            f"{source}: row {rows[0]}: chosen and rejected share no leading messages, so no prompt can be "
+            f"{source}: {row_label(int(rows[0]))}: chosen and rejected share no leading messages, so no prompt can be "
             f"extracted{more}; add a 'prompt' column"
         )
     return ds
@@ -360,7 +376,12 @@ def convert(ds: Dataset, from_fmt: str, to_fmt: str) -> Dataset:
 
 
 def prepare_for_method(
-    ds: Dataset, accepted_formats: Sequence[str], *, source: str, fmt: str | None = None
+    ds: Dataset,
+    accepted_formats: Sequence[str],
+    *,
+    source: str,
+    fmt: str | None = None,
+    row_label: Callable[[int], str] = default_row_label,
 ) -> tuple[Dataset, str]:
     """Detect (unless `fmt` is given), validate, and convert to the first accepted format reachable.
 
@@ -371,10 +392,10 @@ def prepare_for_method(
     if unknown:
         raise ValueError(f"unknown formats {unknown}; valid: {', '.join(FORMATS)}")
     fmt = fmt or detect_format(ds.column_names, source=source)
-    validate_dataset(ds, fmt, source=source)
+    validate_dataset(ds, fmt, source=source, row_label=row_label)
     if fmt == "paired" and "prompt" not in ds.column_names:
-        ds = extract_implicit_prompt(ds, source=source)
-        validate_dataset(ds, fmt, source=source)
+        ds = extract_implicit_prompt(ds, source=source, row_label=row_label)
+        validate_dataset(ds, fmt, source=source, row_label=row_label)
         logger.info("%s: extracted the prompt shared by chosen and rejected (%d rows)", source, len(ds))
     target = next((t for t in accepted_formats if t == fmt or (fmt, t) in CONVERSIONS), None)
     if target is None:

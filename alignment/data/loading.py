@@ -13,6 +13,7 @@ A dataset spec (``alignment.recipe.schema.DatasetSpec``; any object with these a
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import inspect
 import json
@@ -34,6 +35,7 @@ DATASET_BUILDERS: Registry[Callable[..., datasets.Dataset]] = Registry("dataset 
 BUILTIN_BUILDER_MODULES = ("alignment.toy.builders",)
 
 FILE_LOADERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+TEXT_LOADERS = ("json", "csv")
 
 
 def load_dataset_spec(spec: Any, *, seed: int = 0, key: str = "data.train") -> datasets.Dataset:
@@ -43,6 +45,12 @@ def load_dataset_spec(spec: Any, *, seed: int = 0, key: str = "data.train") -> d
         importlib.import_module(module)
     if name in DATASET_BUILDERS:
         ds = _from_builder(name, spec, seed=seed, key=key)
+    elif spec.args:
+        raise DataError(
+            f"{key}.args {dict(spec.args)} are options of a dataset builder, but '{name}' is a "
+            f"{'local file' if _looks_like_path(name) else 'hub dataset'}, which takes none: remove {key}.args "
+            f"(e.g. {key}={{name: {name}}} on the command line)"
+        )
     elif _looks_like_path(name):
         ds = _from_path(Path(name).expanduser(), key=key)
     elif "/" not in name and closest_builder(name, cutoff=0.8):  # a typo: fail before the hub retries
@@ -95,10 +103,56 @@ def _from_path(path: Path, *, key: str) -> datasets.Dataset:
             f"'{path}' (set by {key}.name) has an unsupported extension '{path.suffix}'; "
             f"use one of {', '.join(FILE_LOADERS)}"
         )
+    if loader in TEXT_LOADERS:
+        _check_text_file(path, loader, key=key)
     try:
         return datasets.load_dataset(loader, data_files=str(path), split="train")
     except Exception as err:  # noqa: BLE001 — re-raised as a message that names the file and line
         raise DataError(_unreadable_file_message(path, loader, err)) from err
+
+
+def _check_text_file(path: Path, loader: str, *, key: str) -> None:
+    """A text data file must be UTF-8 and hold records (the loaders fail on either without naming the
+    file or the line)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lineno, records = 0, 0
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = decoder.decode(raw)
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path}: line {lineno}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                    f"save the file as UTF-8 (set by {key}.name)"
+                ) from None
+            records += bool(line.strip())
+    if records == 0:
+        raise DataError(f"{path}: the file is empty: no records (set by {key}.name)")
+    if loader == "csv" and records == 1:
+        raise DataError(f"{path}: the file has a header line but no rows (set by {key}.name)")
+
+
+def row_labeller(spec: Any) -> Callable[[int], str]:
+    """`label(i)` names the dataset's row i as a user finds it: 'row i+1', with its line in a local JSONL or
+    CSV file (editors count lines from 1; a CSV's first line is its header)."""
+    path = Path(str(spec.name)).expanduser()
+    loader = FILE_LOADERS.get(path.suffix.lower())
+    if spec.name in DATASET_BUILDERS or not path.is_file() or loader not in TEXT_LOADERS:
+        return lambda i: f"row {i + 1}"
+    if loader == "csv":
+        return lambda i: f"row {i + 1} (line {i + 2})"
+    lines: list[int] = []  # the line of each record, read when a message first needs one
+
+    def label(i: int) -> str:
+        if not lines:
+            text = path.read_text(encoding="utf-8")
+            if text.lstrip().startswith("["):  # one JSON array: its records have no lines of their own
+                lines.append(0)
+            else:  # JSON Lines: one record per non-blank line
+                lines.extend(n for n, line in enumerate(text.splitlines(), start=1) if line.strip())
+        return f"row {i + 1} (line {lines[i]})" if lines[0] and i < len(lines) else f"row {i + 1}"
+
+    return label
 
 
 def _from_disk(path: Path, *, key: str) -> datasets.Dataset:

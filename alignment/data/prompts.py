@@ -16,9 +16,11 @@ def distinct_prompts(spec: Any, seed: int, *, key: str = "evaluation.prompts") -
     """The distinct prompts of `spec` (any format that has prompts), in first-seen order; errors name `key`
     (a recipe path or a command-line flag)."""
     from alignment.data.formats import prepare_for_method
-    from alignment.data.loading import load_dataset_spec
+    from alignment.data.loading import load_dataset_spec, row_labeller
 
-    dataset, _ = prepare_for_method(load_dataset_spec(spec, seed=seed, key=key), ("prompts",), source=key)
+    dataset, _ = prepare_for_method(
+        load_dataset_spec(spec, seed=seed, key=key), ("prompts",), source=key, row_label=row_labeller(spec)
+    )
     return list(dict.fromkeys(dataset["prompt"]))
 
 

@@ -110,7 +110,7 @@ def render_chat(
         try:
             out = apply_chat_template(example, tokenizer, **kwargs)
         except Exception as err:  # noqa: BLE001 — a template failure is the user's data or template
-            raise DataError(f"row {index}: the chat template failed: {type(err).__name__}: {err}") from err
+            raise DataError(f"row {index + 1}: the chat template failed: {type(err).__name__}: {err}") from err
         if fmt == "negatives":
             out = {"prompt": out["prompt"], "rejected": out["completion"]}
         if strip_bos and out["prompt"].startswith(bos):

@@ -57,12 +57,14 @@ COLUMNS = ("chosen", "rejected")
 def load_pairs(recipe: Recipe, tokenizer, spec_key: str = "train"):
     """Dataset spec -> validated paired data with plain-text prompt/chosen/rejected (chat rendered)."""
     from alignment.data.formats import prepare_for_method
-    from alignment.data.loading import load_dataset_spec
+    from alignment.data.loading import load_dataset_spec, row_labeller
     from alignment.data.tokenize import render_chat
 
     spec = getattr(recipe.data, spec_key)
     raw = load_dataset_spec(spec, seed=int(recipe.training.get("seed", 0)), key=f"data.{spec_key}")
-    pairs, fmt = prepare_for_method(raw, ("paired",), source=f"data.{spec_key} ({spec.name})")
+    pairs, fmt = prepare_for_method(
+        raw, ("paired",), source=f"data.{spec_key} ({spec.name})", row_label=row_labeller(spec)
+    )
     return render_chat(
         pairs, fmt, tokenizer, chat_template=recipe.data.chat_template, num_proc=recipe.data.num_proc
     )

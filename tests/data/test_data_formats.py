@@ -99,23 +99,23 @@ def test_empty_completion_and_null_label_are_reported_by_row():
         {"prompt": list("abcdef"), "completion": ["x", "y", "z", "w", "v", " \n"], "label": [True] * 6}
     )
     assert (
-        message(validate_dataset, ds, "unpaired", source="f.jsonl") == "f.jsonl: row 5: 'completion' is empty"
+        message(validate_dataset, ds, "unpaired", source="f.jsonl") == "f.jsonl: row 6: 'completion' is empty"
     )
     ds = Dataset.from_dict(
         {"prompt": list("abcd"), "completion": ["x", "", "", ""], "label": [True, False, None, True]}
     )
     assert message(validate_dataset, ds, "unpaired", source="f.jsonl") == (
         "f.jsonl: 2 problems in unpaired data:\n"
-        "  row 1: 'completion' is empty (and 2 more rows like it)\n"
-        "  row 2: 'label' must be a bool (true/false), got null"
+        "  row 2: 'completion' is empty (and 2 more rows like it)\n"
+        "  row 3: 'label' must be a bool (true/false), got null"
     )
 
 
 @pytest.mark.parametrize(
     "labels, want",
     [
-        ([1, 0], "row 0: 'label' must be a bool (true/false), got int 1 (and 1 more row like it)"),
-        (["true", "yes"], "row 1: 'label' must be a bool (true/false), got str 'yes'"),  # CSV-style strings
+        ([1, 0], "row 1: 'label' must be a bool (true/false), got int 1 (and 1 more row like it)"),
+        (["true", "yes"], "row 2: 'label' must be a bool (true/false), got str 'yes'"),  # CSV-style strings
     ],
 )
 def test_label_must_be_bool(labels, want):
@@ -126,7 +126,7 @@ def test_label_must_be_bool(labels, want):
 def test_wrong_type_text_column():
     ds = Dataset.from_dict({"prompt": [1, 2]})
     assert message(validate_dataset, ds, "prompts", source="s") == (
-        "s: row 0: 'prompt' must be a string or a list of {role, content} messages, got int 1 "
+        "s: row 1: 'prompt' must be a string or a list of {role, content} messages, got int 1 "
         "(and 1 more row like it)"
     )
 
@@ -142,9 +142,9 @@ def test_conversational_checks_use_dataset_rows_after_select():
     ds = Dataset.from_list(rows).select([3, 2, 1, 0])
     assert message(validate_dataset, ds, "paired", source="s") == (
         "s: 3 problems in paired data:\n"
-        "  row 0: 'chosen' is empty (no messages)\n"
-        "  row 1: 'prompt' message 0 has role 'bot'; roles are system, user, assistant, tool\n"
-        "  row 2: 'rejected' is empty"
+        "  row 1: 'chosen' is empty (no messages)\n"
+        "  row 2: 'prompt' message 0 has role 'bot'; roles are system, user, assistant, tool\n"
+        "  row 3: 'rejected' is empty"
     )
 
 
@@ -220,7 +220,7 @@ def test_implicit_prompt_errors():
     msg = message(prepare_for_method, no_prefix, ("paired",), source="s")
     assert (
         msg
-        == "s: row 0: chosen and rejected share no leading messages, so no prompt can be extracted; add a 'prompt' column"
+        == "s: row 1: chosen and rejected share no leading messages, so no prompt can be extracted; add a 'prompt' column"
     )
     plain = Dataset.from_dict({"chosen": ["q a"], "rejected": ["q b"]})
     assert "a prompt can only be extracted from conversational chosen/rejected" in message(

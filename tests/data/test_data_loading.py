@@ -12,7 +12,7 @@ import pytest
 
 from alignment.data import loading
 from alignment.data.formats import prepare_for_method
-from alignment.data.loading import load_dataset_spec
+from alignment.data.loading import load_dataset_spec, row_labeller
 from alignment.errors import DataError
 from alignment.registry import Registry
 
@@ -126,16 +126,20 @@ def test_mixed_label_types_in_json_are_reported_by_row(tmp_path):
     path = write(tmp_path / "mixed.jsonl", rows)
     ds = load_dataset_spec(spec(path))
     assert message(prepare_for_method, ds, ("unpaired",), source=str(path)) == (
-        f"{path}: row 3: 'label' must be a bool (true/false), got str 'yes'"
+        f"{path}: row 4: 'label' must be a bool (true/false), got str 'yes'"
     )
+    # with the file's row labeller: the line a user's editor shows (a blank line does not count as a row)
+    path.write_text(path.read_text().replace("\n", "\n\n", 1))
+    labelled = message(prepare_for_method, ds, ("unpaired",), source="s", row_label=row_labeller(spec(path)))
+    assert labelled == "s: row 4 (line 5): 'label' must be a bool (true/false), got str 'yes'"
 
 
 def test_csv_label_typo_is_reported_by_row(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("prompt,completion,label\nq,a,true\nq,b,yes\nq,c,false\n")
     ds = load_dataset_spec(spec(path))
-    assert message(prepare_for_method, ds, ("unpaired",), source="data.train") == (
-        "data.train: row 1: 'label' must be a bool (true/false), got str 'yes'"
+    assert message(prepare_for_method, ds, ("unpaired",), source="data.train", row_label=row_labeller(spec(path))) == (
+        "data.train: row 2 (line 3): 'label' must be a bool (true/false), got str 'yes'"
     )
 
 
@@ -148,7 +152,7 @@ def test_missing_column_and_empty_completion_in_files(tmp_path):
     ]
     path = write(tmp_path / "empty.jsonl", rows)
     ds = load_dataset_spec(spec(path))
-    assert message(prepare_for_method, ds, ("unpaired",), source="s") == "s: row 5: 'completion' is empty"
+    assert message(prepare_for_method, ds, ("unpaired",), source="s") == "s: row 6: 'completion' is empty"
 
 
 def test_unsupported_extension(tmp_path):
@@ -238,6 +242,6 @@ def test_mixed_plain_and_conversational_rows_in_one_column(tmp_path):
     path = write(tmp_path / "mixed_styles.jsonl", rows)
     ds = load_dataset_spec(spec(path))
     assert message(prepare_for_method, ds, ("paired",), source="s") == (
-        "s: row 2: 'prompt' is conversational but row 0 is plain; a column must be all plain text or all "
+        "s: row 3: 'prompt' is conversational but row 1 is plain; a column must be all plain text or all "
         "conversational (lists of {role, content} messages)"
     )
