@@ -14,7 +14,6 @@ output_dir: runs/{method}
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, ClassVar, Literal
 
 from alignment.data.prompts import template_problem
@@ -204,9 +203,6 @@ class SamplingConfig:
             check(bool(stop), f"stop[{i}]", "must not be empty")
 
 
-FUNCTION_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RewardConfig:
     kind: Literal["gold", "model", "function", "none"] = param(
@@ -227,11 +223,11 @@ class RewardConfig:
         if self.kind == "function":
             check(self.function is not None, "function", "required when reward.kind is 'function'")
         if self.function is not None:
-            check(
-                bool(FUNCTION_REF.match(self.function)),
-                "function",
-                f"expected 'package.module:function', got {self.function!r}",
-            )
+            from alignment.callables import (
+                load_callable,
+            )  # imports the module: a typo fails here, not after training
+
+            load_callable(self.function, key="function", arguments=("prompts", "completions"))
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
 

@@ -6,16 +6,14 @@ that is already importable, and a typo fails before any model loads.
 
 from __future__ import annotations
 
-import importlib
-import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
 
+from alignment.callables import load_callable
 from alignment.errors import RecipeError
 
-FUNCTION_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 GOLD_FUNCTION = "alignment.toy.gold:gold_reward"
 
 
@@ -26,18 +24,8 @@ class Reward(Protocol):
 
 
 def load_function(spec: str, *, key: str = "reward.function") -> Callable:
-    """Import `module:function`; RecipeError naming `key` when the module or attribute is missing."""
-    if not FUNCTION_NAME.match(spec):
-        raise RecipeError(key, f"'{spec}' is not of the form 'package.module:function'")
-    module_name, attr = spec.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RecipeError(key, f"cannot import module '{module_name}': {exc}") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise RecipeError(key, f"module '{module_name}' has no callable '{attr}'")
-    return fn
+    """Import a reward function `module:function` that takes (prompts, completions)."""
+    return load_callable(spec, key=key, arguments=("prompts", "completions"))
 
 
 class FunctionReward:

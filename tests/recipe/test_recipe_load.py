@@ -30,7 +30,7 @@ data:
   max_prompt_length: 64
 training: {learning_rate: 5e-6, num_train_epochs: 2, report_to: [tensorboard], lr_scheduler_type: cosine}
 sampling: {backend: vllm, n: 4, vllm: {gpu_memory_utilization: 0.5}}
-reward: {kind: function, function: "my_rewards.score:length_penalty"}
+reward: {kind: function, function: "alignment.toy.gold:gold_reward"}
 evaluation: {num_prompts: 16, best_of_n: [1, 4]}
 output_dir: runs/{method}-udm
 """

@@ -169,7 +169,12 @@ def test_cross_field_checks():
         RewardConfig(kind="model")
     with pytest.raises(RecipeError, match="expected 'package.module:function', got 'os.system\\(1\\)'"):
         RewardConfig(kind="function", function="os.system(1)")
-    assert RewardConfig(kind="function", function="my_pkg.rewards:score").function == "my_pkg.rewards:score"
+    assert RewardConfig(kind="function", function="alignment.toy.gold:gold_reward").function.endswith(":gold_reward")
+    # resolved at validation: a missing module, and a callable that does not take (prompts, completions)
+    with pytest.raises(RecipeError, match="cannot import module 'my_pkg.rewards'"):
+        RewardConfig(kind="function", function="my_pkg.rewards:score")
+    with pytest.raises(RecipeError, match=r"'os:system' cannot be called as system\(prompts, completions\)"):
+        RewardConfig(kind="function", function="os:system")
     with pytest.raises(RecipeError, match="'adapter' needs LoRA"):
         ModelConfig(reference="adapter")
 
