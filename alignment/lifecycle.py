@@ -128,6 +128,17 @@ class TrainingRunKind(RunKind):
         del trainer, seconds
 
 
+def check_models(recipe: Recipe) -> None:
+    """Every model the run loads by name resolves to one it can load (the policy; the reward model), named by
+    its recipe key, before the tokenizer or any weights load (the evaluator checks its judge and reference)."""
+    from alignment.models import check_model_name
+
+    trust = recipe.model.trust_remote_code
+    check_model_name(recipe.model.name_or_path, "model.name_or_path", trust_remote_code=trust)
+    if recipe.reward.kind == "model":
+        check_model_name(recipe.reward.name_or_path, "reward.name_or_path", trust_remote_code=trust)
+
+
 def load_recipe_tokenizer(recipe: Recipe):
     from alignment.models import load_tokenizer
 
@@ -148,6 +159,7 @@ def save_run(trainer, tokenizer, output_dir: str) -> None:
 
 def execute(kind: RunKind, *, dry_run: bool = False) -> int:
     """Run `kind`'s recipe through the whole lifecycle; returns the process exit code."""
+    check_models(kind.recipe)
     tokenizer = load_recipe_tokenizer(kind.recipe)
     kind.load_data(tokenizer)
     if dry_run:

@@ -23,24 +23,26 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(alias) if alias is not None else name_or_path
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "tokenizer_config.json")
+
+
 def check_model_name(name: str, what: str, *, trust_remote_code: bool = False) -> None:
-    """Fail with a DataError naming `what` (a recipe key or an argument) unless `name` resolves to a model.
+    """Fail with a DataError naming `what` (a recipe key or an argument) unless `name` resolves to a model
+    this tool can load.
 
-    Aliases and local directories with a config.json pass; a missing local path (explicit, ``a/b/c``, or
-    ``runs/typo`` whose first part exists) is named as such instead of surfacing as a hub lookup error deep in
-    transformers; anything else must give a config (a hub id this machine can reach). Reads no weights, so
-    callers check every model before loading any.
+    Aliases pass. A local directory needs config.json, a tokenizer and safetensors weights (pickle
+    checkpoints are refused), and custom model code only with `trust_remote_code`; a missing local path
+    (explicit, ``a/b/c``, or ``runs/typo`` whose first part exists) is named as such instead of surfacing as
+    a hub lookup error deep in transformers; anything else must give a config (a hub id this machine can
+    reach). Reads no weights, so callers check every model before loading any.
     """
-    from transformers import AutoConfig
-
     from alignment.errors import DataError
 
     if name in MODEL_ALIASES:
         return
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise DataError(f"{what}: '{name}' is a directory without config.json, not a saved model")
+        check_model_directory(path, name, what, trust_remote_code=trust_remote_code)
         return
     if path.exists():
         raise DataError(f"{what}: '{name}' is a file; give a model directory, an alias or a hub id")
@@ -48,6 +50,8 @@ def check_model_name(name: str, what: str, *, trust_remote_code: bool = False) -
     explicit = name.startswith(("/", "./", "../", "~"))
     if explicit or len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir()):
         raise DataError(f"{what}: model directory '{name}' does not exist (looked for {path.resolve()})")
+    from transformers import AutoConfig
+
     try:
         AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -55,6 +59,51 @@ def check_model_name(name: str, what: str, *, trust_remote_code: bool = False) -
             f"{what}: cannot load '{name}' ({type(err).__name__}: {str(err).splitlines()[0]}); give a model "
             "directory, an alias (toy-base) or a hub id this machine can reach"
         ) from None
+
+
+def check_model_directory(path: Path, name: str, what: str, *, trust_remote_code: bool) -> None:
+    """A saved model directory: config.json, a tokenizer, safetensors weights, and no custom code unless
+    trusted; each missing piece named with what to do."""
+    import json
+
+    from alignment.errors import DataError
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise DataError(f"{what}: '{name}' is a directory without config.json, not a saved model")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise DataError(
+            f"{what}: '{name}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save it beside the "
+            "model with tokenizer.save_pretrained(directory)"
+        )
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        if pickles:
+            raise DataError(
+                f"{what}: '{name}' holds only pickle weights ({', '.join(pickles[:3])}), and weights are loaded "
+                "from safetensors only (a pickle can run code); in an environment you trust, re-save it: "
+                "AutoModelForCausalLM.from_pretrained(directory).save_pretrained(directory, safe_serialization=True)"
+            )
+        raise DataError(f"{what}: '{name}' has no weights (no *.safetensors file)")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{what}: {config_file} is not valid JSON ({err})") from None
+    if "auto_map" in config and not trust_remote_code:
+        from transformers import CONFIG_MAPPING
+
+        if config.get("model_type") not in CONFIG_MAPPING:
+            raise DataError(
+                f"{what}: '{name}' needs its own model code (config.json auto_map, model_type "
+                f"{config.get('model_type')!r} unknown to transformers); set model.trust_remote_code: true only "
+                "if you trust that code"
+            )
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{what}: cannot read the config of '{name}' ({type(err).__name__}: {err})") from None
 
 
 def load_tokenizer(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False):

@@ -34,7 +34,13 @@ from alignment.eval.table import markdown_table
 from alignment.files import write_json_atomic, write_text_atomic
 from alignment.kinds.self_labelled import SelfLabelledRun
 from alignment.kinds.static import StaticRun
-from alignment.lifecycle import StagedRun, execute_loaded, load_recipe_tokenizer, print_dry_run
+from alignment.lifecycle import (
+    StagedRun,
+    check_models,
+    execute_loaded,
+    load_recipe_tokenizer,
+    print_dry_run,
+)
 from alignment.recipe.load import recipe_from_dict, save_recipe, to_dict
 from alignment.recipe.schema import Recipe
 
@@ -164,6 +170,7 @@ class SelfieRun(StagedRun):
         self.stages = stage_recipes(recipe)
 
     def execute(self, *, dry_run: bool = False) -> int:
+        check_models(self.recipe)
         tokenizer = load_recipe_tokenizer(self.recipe)
         kinds = [StaticRun(self.stages[0])] + [SelfLabelledRun(stage) for stage in self.stages[1:]]
         future = {stage.output_dir for stage in self.stages}
