@@ -432,6 +432,28 @@ class Recipe:
             f"'precomputed' needs static data; this '{spec.name}' run samples on-policy "
             "(use 'copy' or 'adapter')",
         )
+        if self.data.source == "on_policy" or spec.kind in ("self_labelled", "iterative"):
+            _check_training_samples(self, spec.name)
+
+
+def _check_training_samples(recipe: Recipe, name: str) -> None:
+    """Sampling settings a run that trains on its own samples cannot work with, named before it starts."""
+    sampling = recipe.sampling
+    check(
+        sampling.temperature > 0,
+        "sampling.temperature",
+        f"0 is greedy decoding: every sample of a prompt would be the same, so this '{name}' run could form no "
+        "pair and no baseline from them; set a temperature > 0 (e.g. 1.0)",
+    )
+    if sampling.backend == "vllm" and sampling.vllm.max_model_len is not None:
+        need = recipe.data.max_prompt_length + sampling.max_new_tokens
+        check(
+            sampling.vllm.max_model_len >= need,
+            "sampling.vllm.max_model_len",
+            f"{sampling.vllm.max_model_len} cannot hold a prompt and its sample: data.max_prompt_length "
+            f"({recipe.data.max_prompt_length}) + sampling.max_new_tokens ({sampling.max_new_tokens}) = {need}; "
+            "raise it or leave it null",
+        )
 
 
 def needs_live_reference(recipe: Recipe) -> bool:

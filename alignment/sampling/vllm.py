@@ -24,6 +24,7 @@ log-prob summed over the kept ids.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,6 +42,8 @@ from alignment.sampling.base import (
     stop_token_ids,
 )
 
+logger = logging.getLogger(__name__)
+
 _ENGINES: dict[str, object] = {}  # resolved model dir -> vllm.LLM; one engine per process
 _ALTERNATIVE = "set `sampling.backend: transformers` to sample with Hugging Face generate instead"
 
@@ -50,7 +53,23 @@ def _import_vllm(kv_cache_space_gib: float):
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process engine: see module docstring
     if not torch.cuda.is_available():
         # CPU KV-cache size in whole GiB (vLLM parses an int); without it vLLM reserves most of the RAM.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, math.ceil(kv_cache_space_gib))))
+        wanted = str(max(1, math.ceil(kv_cache_space_gib)))
+        given = os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", wanted)
+        if not given.strip().isdigit() or int(given) < 1:
+            raise BackendError(
+                f"VLLM_CPU_KVCACHE_SPACE={given!r} in the environment leaves vLLM no KV cache; unset it (then "
+                f"sampling.vllm.kv_cache_space_gib sets it, now {kv_cache_space_gib:g} GiB) or set it to a whole "
+                "number of GiB >= 1"
+            )
+        if given != wanted:
+            logger.info(
+                "vLLM KV cache: %s GiB from VLLM_CPU_KVCACHE_SPACE (the recipe asks %s)", given, wanted
+            )
+        logger.info(
+            "vLLM on CPU: gpu_memory_utilization has no effect; the KV cache is %s GiB "
+            "(sampling.vllm.kv_cache_space_gib, or VLLM_CPU_KVCACHE_SPACE)",
+            given,
+        )
     try:
         import vllm
     except Exception as exc:  # ImportError, or a broken install (e.g. CUDA torchvision on a CPU host)
