@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate and print the resolved recipe, then stop before training",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete output_dir first when it holds another run (without it such a run is refused)",
+    )
     return parser
 
 
@@ -108,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = load_recipe(args.recipe, args.overrides)
         from alignment.run import run_recipe
 
-        return int(run_recipe(recipe, dry_run=args.dry_run) or 0)
+        return int(run_recipe(recipe, dry_run=args.dry_run, overwrite=args.overwrite) or 0)
     except AlignmentError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

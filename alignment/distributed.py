@@ -15,6 +15,12 @@ def deepspeed_launch() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true"
 
 
+def launch_main_process() -> bool:
+    """Whether this is the launch's main process (rank 0; a plain process is its own launch), readable
+    before any process group exists: the one that clears and locks the output directory."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def launch_zero_stage() -> int:
     """The ZeRO stage the accelerate launch configured (0: none), readable before any trainer exists."""
     if not deepspeed_launch():

@@ -136,7 +136,13 @@ def check_models(recipe: Recipe) -> None:
     trust = recipe.model.trust_remote_code
     check_model_name(recipe.model.name_or_path, "model.name_or_path", trust_remote_code=trust)
     if recipe.reward.kind == "model":
-        check_model_name(recipe.reward.name_or_path, "reward.name_or_path", trust_remote_code=trust)
+        try:
+            check_model_name(recipe.reward.name_or_path, "reward.name_or_path", trust_remote_code=trust)
+        except DataError as err:
+            raise DataError(
+                f"{err}. A reward model is the output of a reward_model run: e.g. `alignment "
+                "recipes/reward_model.yaml` writes runs/reward_model"
+            ) from None
 
 
 def load_recipe_tokenizer(recipe: Recipe):

@@ -23,7 +23,7 @@ def no_loading(forbid_model_loading, monkeypatch):
     """Fail the test if anything loads a model or tokenizer, or starts a run; records run_recipe calls."""
     calls = []
 
-    def fake_run_recipe(recipe, dry_run=False):
+    def fake_run_recipe(recipe, dry_run=False, overwrite=False):
         calls.append((recipe, dry_run))
         return 0
 

@@ -83,9 +83,9 @@ def main(argv: list[str]) -> int:
         from alignment.study.runs import execute_run
 
         return execute_run(study, study.run(args.run), started)
+    from alignment.distributed import launch_main_process
     from alignment.study.report import write_reports
     from alignment.study.runner import launched_with_several_processes, run_in_process, run_locally
-    from alignment.study.runs import main_process
 
     if args.collect:
         code = 0
@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
         code = run_in_process(study)
     else:
         code = run_locally(study, args.jobs, args.keep_going)
-    if code == 130 or not main_process():
+    if code == 130 or not launch_main_process():
         return code
     text, missing = write_reports(study)
     print("\n" + text)

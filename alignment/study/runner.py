@@ -19,7 +19,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from alignment.study.runs import MARKER, execute_run, is_finished, main_process, result_of
+from alignment.distributed import launch_main_process
+from alignment.study.runs import MARKER, execute_run, is_finished, result_of
 from alignment.study.spec import PlannedRun, Study
 
 POLL_SECONDS = 0.5
@@ -150,7 +151,8 @@ def run_locally(study: Study, jobs: int, keep_going: bool) -> int:
     running: dict[PlannedRun, tuple[subprocess.Popen, float]] = {}
     failed: set[PlannedRun] = set()
     env = child_environment(jobs)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # explicit handlers: a study started in the background inherits SIGINT ignored, and Ctrl-C must still stop it
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while pending or running:
             for run, (process, since) in list(running.items()):
@@ -197,6 +199,7 @@ def run_locally(study: Study, jobs: int, keep_going: bool) -> int:
                         stdout=handle,
                         stderr=subprocess.STDOUT,
                         env=env,
+                        preexec_fn=_default_interrupt,
                     )
                 running[ready] = (process, time.time())
                 times = {r: s for r, (_, s) in running.items()}
@@ -214,7 +217,8 @@ def run_locally(study: Study, jobs: int, keep_going: bool) -> int:
         )
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if failed:
         print(
             f"{len(failed)} run(s) did not finish: {', '.join(sorted(r.name for r in failed))}",
@@ -222,6 +226,12 @@ def run_locally(study: Study, jobs: int, keep_going: bool) -> int:
         )
         return 1
     return 0
+
+
+def _default_interrupt() -> None:
+    """In a run's process before it starts: SIGINT as Python expects it (so the interrupt passed on reaches
+    the run even when the study itself was started with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -251,7 +261,7 @@ def run_in_process(study: Study) -> int:
     from alignment.distributed import end_trainer_state
 
     for run in study.runs:
-        if main_process():
+        if launch_main_process():
             print(f"[{study.runs.index(run) + 1}/{len(study.runs)}] {run.name}", flush=True)
         code = execute_run(study, run)
         if code != 0:

@@ -10,7 +10,6 @@ the same recipe with a complete checkpoint resumes from it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from alignment.distributed import launch_main_process
 from alignment.errors import StudyError
 from alignment.files import write_json_atomic
 from alignment.study.spec import PlannedRun, Study, fail, run_recipe_raw
@@ -117,10 +117,6 @@ def prepare_directory(run: PlannedRun, recipe_dict: dict[str, Any]) -> str:
     return "cleared"
 
 
-def main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
 def execute_run(study: Study, run: PlannedRun, started: float | None = None) -> int:
     """Run one planned run in this process (all processes of a launch call this): skip it when finished,
     clear a stale directory (the main process; the others meet it at the process-group start, after it),
@@ -133,13 +129,13 @@ def execute_run(study: Study, run: PlannedRun, started: float | None = None) -> 
     if is_finished(study, run):
         print(f"{run.name}: finished already ({run.output_dir / MARKER}), skipped")
         return 0
-    action = prepare_directory(run, raw) if main_process() else "new"
+    action = prepare_directory(run, raw) if launch_main_process() else "new"
     if action == "resume":
         raw = {**raw, "training": {**raw["training"], RESUME_KEY: "last"}}
     recipe = recipe_from_dict(raw)
     started = time.time() if started is None else started
     code = run_recipe(recipe)
-    if code != 0 or not main_process():
+    if code != 0 or not launch_main_process():
         return code
     write_json_atomic(
         run.output_dir / MARKER,

@@ -36,12 +36,13 @@ def test_every_n_steps_writes_history_and_plots_the_path(tiny_model_dir, tmp_pat
     real_plot = gold.plot_eval
     monkeypatch.setattr(gold, "plot_eval", lambda *a: plotted.append(a[-1]) or real_plot(*a))
     periodic, plain = tmp_path / "periodic", tmp_path / "plain"
-    append_history(plain, 99, {"win_rate": 0.9, "kl": 9.0})  # an earlier run's history in the same directory
+    # an earlier run's history in the same directory: a new run there needs --overwrite, which removes it
+    append_history(plain, 99, {"win_rate": 0.9, "kl": 9.0})
     for out, every in ((periodic, 2), (plain, None)):
         raw = online_recipe(
             tiny_model_dir, out, training={"max_steps": 6}, evaluation={"every_n_steps": every}
         )
-        assert run_recipe(recipe_from_dict(raw)) == 0
+        assert run_recipe(recipe_from_dict(raw), overwrite=True) == 0
 
     history = read_history(periodic)
     assert [row["step"] for row in history] == [2, 4, 6]
