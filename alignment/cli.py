@@ -18,7 +18,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from alignment.errors import AlignmentError
+from alignment.errors import EXIT_INTERRUPTED, AlignmentError
 
 SUBCOMMANDS = {
     "eval": "alignment.eval.cli",
@@ -115,5 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(run_recipe(recipe, dry_run=args.dry_run, overwrite=args.overwrite) or 0)
     except AlignmentError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{'' if err.exit_code == EXIT_INTERRUPTED else 'error: '}{err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:  # outside training (data, evaluation): nothing to save, no traceback
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

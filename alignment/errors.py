@@ -8,6 +8,7 @@ with status 2 instead of a traceback from deep inside a library.
 from __future__ import annotations
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 class AlignmentError(Exception):

@@ -163,6 +163,18 @@ def save_run(trainer, tokenizer, output_dir: str) -> None:
         tokenizer.save_pretrained(output_dir)
 
 
+def raise_interrupted(trainer, recipe: Recipe, step: int) -> None:
+    """After an interrupt saved checkpoint-`step`: every process stops with the resume instructions."""
+    from alignment.interrupt import RunInterrupted
+
+    trainer.accelerator.wait_for_everyone()
+    checkpoint = Path(recipe.output_dir) / f"checkpoint-{step}"
+    raise RunInterrupted(
+        f"interrupted at step {step} of {trainer.state.max_steps}; checkpoint {checkpoint}; resume with the "
+        "same command and training.resume_from_checkpoint=last"
+    )
+
+
 def execute(kind: RunKind, *, dry_run: bool = False) -> int:
     """Run `kind`'s recipe through the whole lifecycle; returns the process exit code."""
     check_models(kind.recipe)
@@ -190,7 +202,14 @@ def execute_loaded(kind: RunKind, tokenizer) -> int:
     trainer = kind.build_trainer(tokenizer, lambda: training_arguments(recipe, kind.args_class))
     for callback in callbacks:
         trainer.add_callback(callback)
-    trainer.train(resume_from_checkpoint=resume)
+    from alignment.interrupt import StopAtStepEnd, checkpoint_on_interrupt
+
+    stopper = StopAtStepEnd()
+    trainer.add_callback(stopper)
+    with checkpoint_on_interrupt(stopper):
+        trainer.train(resume_from_checkpoint=resume)
+    if stopper.stopped_at is not None:
+        raise_interrupted(trainer, recipe, stopper.stopped_at)
     seconds = time.time() - started
     kind.after_training(trainer, seconds)
     save_run(trainer, tokenizer, recipe.output_dir)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from alignment.errors import RecipeError
+from alignment.errors import EXIT_INTERRUPTED, RecipeError
 
 logger = logging.getLogger("alignment")
 
@@ -79,11 +79,11 @@ def run_status(output_dir: str | Path) -> Iterator[list[int]]:
         yield codes
         status = "finished" if codes and codes[-1] == 0 else "failed"
         error = None if status == "finished" else f"exit code {codes[-1] if codes else '?'}"
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted (Ctrl-C or SIGTERM)"
-        raise
     except BaseException as err:
-        error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        if isinstance(err, KeyboardInterrupt) or getattr(err, "exit_code", None) == EXIT_INTERRUPTED:
+            status, error = "interrupted", str(err) or "interrupted (Ctrl-C or SIGTERM)"
+        else:
+            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         raise
     finally:
         path = Path(output_dir)
