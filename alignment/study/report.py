@@ -40,6 +40,7 @@ DEFAULT_COLUMNS = (
     WALL,
 )
 KL_BUDGETS = (0.5, 1.0, 2.0, 4.0, 8.0)
+MATCHED_KL = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 
 def best_direction(key: str) -> str | None:
@@ -208,6 +209,34 @@ def envelope(points: list[dict[str, Any]]) -> list[tuple[float, float]]:
     return out
 
 
+def frontier_at(points: list[dict[str, Any]], kl: float) -> float | None:
+    """The arm's frontier line (its envelope, linearly interpolated) at `kl`; None outside its KL range."""
+    line = envelope(points)
+    for (x0, y0), (x1, y1) in zip(line, line[1:]):
+        if x0 <= kl <= x1:
+            return y0 + (y1 - y0) * (kl - x0) / (x1 - x0)
+    return line[0][1] if len(line) == 1 and line[0][0] == kl else None
+
+
+def matched_kl_table(points: dict[str, list[dict[str, Any]]]) -> str:
+    """Each arm's frontier at the same KL values (Tang et al.: compare at matched KL, not matched steps)."""
+    lines = [
+        "| arm | " + " | ".join(f"KL = {k:g}" for k in MATCHED_KL) + " |",
+        "|---|" + "---|" * len(MATCHED_KL),
+    ]
+    values = {arm: [frontier_at(ps, k) for k in MATCHED_KL] for arm, ps in points.items()}
+    best = [
+        max((v[i] for v in values.values() if v[i] is not None), default=None) for i in range(len(MATCHED_KL))
+    ]
+    for arm, row in values.items():
+        cells = [
+            "—" if v is None else (f"**{v:.3f}**" if v == best[i] and len(points) > 1 else f"{v:.3f}")
+            for i, v in enumerate(row)
+        ]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def budget_table(points: dict[str, list[dict[str, Any]]]) -> str:
     """The best seed-averaged win rate each arm reaches at KL ≤ each budget (— where it has no point)."""
     lines = [
@@ -329,6 +358,8 @@ def write_reports(study: Study) -> tuple[str, list[PlannedRun]]:
                 "\nBest win rate reached within a KL budget (seed means, every evaluation; frontier.png):\n\n"
             )
             text += budget_table(points)
+            text += "\nEach arm's frontier (the line in frontier.png) at matched KL (— outside the KL it reached):\n\n"
+            text += matched_kl_table(points)
     if "classifier_vs_generator" in study.plots:
         plot_classifier_vs_generator(study, rows)
     if missing:

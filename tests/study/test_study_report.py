@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from alignment.study.report import budget_table, envelope, frontier_points, write_reports
+from alignment.study.report import budget_table, envelope, frontier_at, frontier_points, write_reports
 from alignment.study.runs import MARKER, comparable, is_finished, resolved_raw
 from alignment.study.spec import load_study
 
@@ -131,3 +131,9 @@ def test_a_stale_directory_is_cleared_and_an_interrupted_one_resumes_from_its_ch
     (run.output_dir / "checkpoint-2").mkdir(parents=True)  # no trainer_state.json: incomplete
     (run.output_dir / "recipe.yaml").write_text(yaml.safe_dump(raw))
     assert prepare_directory(run, raw) == "cleared" and not run.output_dir.exists()
+
+
+def test_the_frontier_is_interpolated_along_the_envelope_only_inside_its_range():
+    points = [{"kl": k, "win_rate": w} for k, w in [(1, 0.6), (3, 0.8), (2, 0.5)]]
+    assert frontier_at(points, 2.0) == pytest.approx(0.7)  # between (1, 0.6) and (3, 0.8); (2, 0.5) is beaten
+    assert frontier_at(points, 0.5) is None and frontier_at(points, 3.5) is None
