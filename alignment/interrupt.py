@@ -1,4 +1,5 @@
-"""Ctrl-C (or SIGTERM, as a scheduler sends) during training: finish the step, save a checkpoint, stop.
+"""Stopping and resuming training. Ctrl-C (or SIGTERM, as a scheduler sends): finish the step, save a
+checkpoint, stop; a resumed run says where it picked up.
 
 The first signal only sets a flag; at the end of the optimizer step every process agrees on it (one
 all-reduce, so all ranks save the same step), the Trainer saves a complete checkpoint and stops, and the run
@@ -42,6 +43,19 @@ class StopAtStepEnd(TrainerCallback):
             control.should_training_stop = True
             self.stopped_at = state.global_step
         return control
+
+
+class ResumeNotice(TrainerCallback):
+    """Says which checkpoint a resumed run continues from, and where it stands (the Trainer says nothing)."""
+
+    def __init__(self, checkpoint: str):
+        self.checkpoint = checkpoint
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            logger.info(
+                "resuming from %s (step %d of %d)", self.checkpoint, state.global_step, state.max_steps
+            )
 
 
 def _agreed(flag: bool, args) -> bool:

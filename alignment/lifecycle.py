@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from alignment.checkpoints import complete_checkpoints
 from alignment.distributed import deepspeed_launch, setup_distributed
 from alignment.errors import DataError
 from alignment.recipe.load import dump_recipe, save_recipe
@@ -35,15 +36,29 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def resume_argument(recipe: Recipe) -> str | bool | None:
-    """training.resume_from_checkpoint: a path, or 'last'/'true' for the newest complete checkpoint."""
+def resume_argument(recipe: Recipe, marker: str = "trainer_state.json") -> str | None:
+    """training.resume_from_checkpoint: 'last'/'true' for the newest complete checkpoint, or a path, which must be
+    complete (`marker`, the file its trainer writes last, present); None when not resuming. A checkpoint
+    cut short (a crash or a full disk while saving) is never resumed."""
     value = recipe.training.get("resume_from_checkpoint")
     if value is None:
         return None
+    complete = complete_checkpoints(recipe.output_dir, marker)
     if str(value).lower() in ("true", "last"):
-        return True
+        if not complete:
+            raise DataError(
+                f"training.resume_from_checkpoint: last, but {recipe.output_dir} holds no complete checkpoint "
+                f"(checkpoint-N with {marker}); remove the key to start a new run"
+            )
+        return str(complete[-1])
     if not Path(value).is_dir():
         raise DataError(f"training.resume_from_checkpoint: '{value}' is not a checkpoint directory")
+    if not (Path(value) / marker).exists():
+        newest = f"the newest complete one is {complete[-1]}" if complete else "there is no complete one"
+        raise DataError(
+            f"training.resume_from_checkpoint: '{value}' is an incomplete checkpoint (no {marker}: its saving was "
+            f"cut short); {newest}"
+        )
     return str(value)
 
 
@@ -108,6 +123,8 @@ class TrainingRunKind(RunKind):
 
     #: a TrainingArguments subclass the kind's trainer needs (None: TrainingArguments)
     args_class: type | None = None
+    #: the file its trainer writes last into a checkpoint: a checkpoint without it is incomplete
+    checkpoint_marker: str = "alignment_state.json"
 
     @abstractmethod
     def build_trainer(self, tokenizer, make_args: Callable[[], Any]):
@@ -194,7 +211,7 @@ def execute_loaded(kind: RunKind, tokenizer) -> int:
         save_recipe(recipe, recipe.output_dir)
         kind.print_summary(None, kind.evaluate(None, tokenizer, 0.0))
         return 0
-    resume = resume_argument(recipe)  # a bad checkpoint path fails before any model loads
+    resume = resume_argument(recipe, kind.checkpoint_marker)  # a bad checkpoint fails before any model loads
     setup_distributed()
     save_recipe(recipe, recipe.output_dir)
     callbacks = kind.callbacks(tokenizer)
@@ -202,10 +219,12 @@ def execute_loaded(kind: RunKind, tokenizer) -> int:
     trainer = kind.build_trainer(tokenizer, lambda: training_arguments(recipe, kind.args_class))
     for callback in callbacks:
         trainer.add_callback(callback)
-    from alignment.interrupt import StopAtStepEnd, checkpoint_on_interrupt
+    from alignment.interrupt import ResumeNotice, StopAtStepEnd, checkpoint_on_interrupt
 
     stopper = StopAtStepEnd()
     trainer.add_callback(stopper)
+    if resume is not None:
+        trainer.add_callback(ResumeNotice(resume))
     with checkpoint_on_interrupt(stopper):
         trainer.train(resume_from_checkpoint=resume)
     if stopper.stopped_at is not None:

@@ -37,6 +37,8 @@ def group_summary(groups) -> str:
 class RewardModelRun(TrainingRunKind):
     """A one-logit sequence classifier under the Bradley–Terry loss (`method: reward_model`)."""
 
+    checkpoint_marker = "trainer_state.json"  # the plain Trainer's last file (no objective state to add)
+
     def load_data(self, tokenizer) -> None:
         recipe = self.recipe
         train_pairs, heldout_pairs, self.heldout_spec = split_heldout(recipe, tokenizer)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
+from alignment.checkpoints import complete_checkpoints
 from alignment.files import write_json_atomic
 from alignment.methods.objective import Objective, StepContext
 from alignment.policy.batching import REF_LOGPS, SequenceBatch
@@ -45,13 +46,8 @@ STATE_FILE = "alignment_state.json"
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     """Newest `checkpoint-N` that holds our state file (written last), or None."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return None
-    done = [
-        p for p in root.glob("checkpoint-*") if (p / STATE_FILE).exists() and p.name.split("-")[-1].isdigit()
-    ]
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+    done = complete_checkpoints(output_dir, STATE_FILE)
+    return str(done[-1]) if done else None
 
 
 class _SaveObjectiveState(TrainerCallback):
@@ -199,7 +195,9 @@ class PreferenceTrainer(MetricsTrainer):
             ctx.policy_token_logits = completion_logits(model, sequences)
             ctx.policy_token_logps = gather_logps(ctx.policy_token_logits, sequences.target_ids)
             ctx.reference_token_logits = self.reference_logits(model, inputs)
-            ref_logps = sum_per_sequence(gather_logps(ctx.reference_token_logits, sequences.target_ids), sequences)
+            ref_logps = sum_per_sequence(
+                gather_logps(ctx.reference_token_logits, sequences.target_ids), sequences
+            )
         elif self.objective.needs_token_logps:
             ctx.policy_token_logps = token_logps(model, sequences)
         if ctx.policy_token_logps is not None:

@@ -62,6 +62,24 @@ def test_sigint_saves_a_checkpoint_and_the_resumed_run_matches_an_uninterrupted_
         cwd=REPO, env=environment(), capture_output=True,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert f"resuming from {broken}/checkpoint-{step} (step {step} of 200)" in resumed.stderr.decode()
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(broken / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert read_status(broken)["status"] == "finished"
+
+
+def test_an_incomplete_checkpoint_is_named_with_the_newest_complete_one(tiny_model_dir, tmp_path, capsys):
+    from alignment.cli import main
+
+    out = tmp_path / "run"
+    (out / "checkpoint-4").mkdir(parents=True)
+    (out / "checkpoint-4" / "alignment_state.json").write_text("{}")
+    (out / "checkpoint-8").mkdir()  # saving was cut short: no alignment_state.json
+    args = [*command(tiny_model_dir, out)[3:]]
+    assert main([*args, f"training.resume_from_checkpoint={out}/checkpoint-8"]) == 2
+    err = capsys.readouterr().err
+    assert f"'{out}/checkpoint-8' is an incomplete checkpoint (no alignment_state.json" in err
+    assert f"the newest complete one is {out}/checkpoint-4" in err
+    (out / "checkpoint-4" / "alignment_state.json").unlink()
+    assert main([*args, "training.resume_from_checkpoint=last"]) == 2
+    assert "holds no complete checkpoint (checkpoint-N with alignment_state.json)" in capsys.readouterr().err
