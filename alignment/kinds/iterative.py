@@ -41,7 +41,7 @@ from alignment.lifecycle import (
     load_recipe_tokenizer,
     print_dry_run,
 )
-from alignment.recipe.load import recipe_from_dict, save_recipe, to_dict
+from alignment.recipe.load import comparable_recipe, recipe_from_dict, save_recipe, to_dict
 from alignment.recipe.schema import Recipe
 
 logger = logging.getLogger("alignment")
@@ -103,18 +103,11 @@ def stage_recipes(recipe: Recipe) -> list[Recipe]:
     return stages
 
 
-def comparable(recipe_yaml: dict[str, Any]) -> dict[str, Any]:
-    """A saved stage recipe without the resume setting (which does not change what the stage computes)."""
-    recipe_yaml = dict(recipe_yaml)
-    recipe_yaml["training"] = {k: v for k, v in recipe_yaml.get("training", {}).items() if k != RESUME_KEY}
-    return recipe_yaml
-
-
 def saved_recipe_matches(stage: Recipe) -> bool:
     saved = Path(stage.output_dir) / "recipe.yaml"
     if not saved.exists():
         return False
-    return comparable(yaml.safe_load(saved.read_text()) or {}) == comparable(to_dict(stage))
+    return comparable_recipe(yaml.safe_load(saved.read_text()) or {}) == comparable_recipe(to_dict(stage))
 
 
 def trained(stage: Recipe) -> bool:

@@ -7,6 +7,7 @@ this module loads a model or a dataset (validating `training:` imports only the 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,36 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
         else:
             out[f.name] = value
     return out
+
+
+#: training keys that change how a run is recorded or resumed, not what it computes
+RECORD_ONLY_TRAINING_KEYS = frozenset(
+    {
+        "resume_from_checkpoint",
+        "save_strategy",
+        "save_steps",
+        "save_total_limit",
+        "logging_strategy",
+        "logging_steps",
+        "logging_first_step",
+        "logging_dir",
+        "report_to",
+        "run_name",
+        "disable_tqdm",
+    }
+)
+
+
+def comparable_recipe(recipe_dict: dict[str, Any]) -> dict[str, Any]:
+    """A resolved recipe (`to_dict`, or a saved recipe.yaml read back) without its record-only training keys
+    and its output_dir (a run directory may be moved or collected elsewhere), as plain JSON data: two runs whose
+    comparable recipes are equal compute the same thing (how Selfie and studies tell a finished run they can
+    keep from one to redo)."""
+    out = {k: v for k, v in recipe_dict.items() if k != "output_dir"}
+    out["training"] = {
+        k: v for k, v in (out.get("training") or {}).items() if k not in RECORD_ONLY_TRAINING_KEYS
+    }
+    return json.loads(json.dumps(out))  # tuples become lists, as they come back from YAML and JSON
 
 
 def dump_recipe(recipe: Recipe) -> str:

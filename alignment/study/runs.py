@@ -20,17 +20,11 @@ import yaml
 from alignment.distributed import launch_main_process
 from alignment.errors import StudyError
 from alignment.files import write_json_atomic
+from alignment.recipe.load import comparable_recipe
 from alignment.study.spec import PlannedRun, Study, fail, run_recipe_raw
 
 MARKER = "study_run.json"
 RESUME_KEY = "resume_from_checkpoint"
-
-
-def comparable(recipe_dict: dict[str, Any]) -> dict[str, Any]:
-    """A resolved recipe without the resume setting (which does not change what the run computes)."""
-    out = dict(recipe_dict)
-    out["training"] = {k: v for k, v in (out.get("training") or {}).items() if k != RESUME_KEY}
-    return json.loads(json.dumps(out))  # tuples → lists, as they come back from JSON
 
 
 def read_marker(run: PlannedRun) -> dict[str, Any] | None:
@@ -89,7 +83,7 @@ def is_finished(study: Study, run: PlannedRun) -> bool:
         expected = resolved_raw(study, run)
     except StudyError:
         return False
-    return marker.get("recipe") == comparable(expected)
+    return comparable_recipe(marker.get("recipe") or {}) == comparable_recipe(expected)
 
 
 def saved_recipe_matches(run: PlannedRun, recipe_dict: dict[str, Any]) -> bool:
@@ -97,7 +91,7 @@ def saved_recipe_matches(run: PlannedRun, recipe_dict: dict[str, Any]) -> bool:
     if not saved.exists():
         return False
     try:
-        return comparable(yaml.safe_load(saved.read_text()) or {}) == comparable(recipe_dict)
+        return comparable_recipe(yaml.safe_load(saved.read_text()) or {}) == comparable_recipe(recipe_dict)
     except yaml.YAMLError:
         return False
 
@@ -148,7 +142,7 @@ def execute_run(study: Study, run: PlannedRun, started: float | None = None) -> 
             "resumed": action == "resume",
             "host": socket.gethostname(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "recipe": comparable(raw),
+            "recipe": comparable_recipe(raw),
         },
     )
     return 0

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from alignment.recipe.load import comparable_recipe
 from alignment.study.report import budget_table, envelope, frontier_at, frontier_points, write_reports
-from alignment.study.runs import MARKER, comparable, is_finished, resolved_raw
+from alignment.study.runs import MARKER, is_finished, resolved_raw
 from alignment.study.spec import load_study
 
 DPO = """
@@ -50,7 +51,7 @@ def finish(study, name: str, result: dict, history: list[dict] = (), wall: float
         json.dumps({**result, "seed": 1234, "examples": [{"prompt": "x"}]})
     )
     (run.output_dir / "eval_history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-    marker = {"run": name, "wall_time_s": wall, "recipe": comparable(resolved_raw(study, run))}
+    marker = {"run": name, "wall_time_s": wall, "recipe": comparable_recipe(resolved_raw(study, run))}
     (run.output_dir / MARKER).write_text(json.dumps(marker))
 
 
