@@ -8,8 +8,10 @@ alignment eval toy-base --template "$(cat urial.txt)"     # a base model inside 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
-from alignment.eval.gold import EvalSettings, evaluate, write_eval
+from alignment.eval.gold import EvalSettings, evaluate, note_prompt_count, write_eval
 from alignment.eval.policy import make_policy
 from alignment.eval.run import harmful_fn_for
 
@@ -79,6 +81,13 @@ def main(argv: list[str]) -> int:
         best_of_n=args.best_of_n,
     )
     prompts = distinct_prompts(DatasetSpec(name=args.prompts, split=args.split), args.seed, key="--prompts")
+    note_prompt_count(len(prompts), args.num_prompts, "--num-prompts")
+    target = Path(args.output_dir or args.model) / "eval.json"
+    replaced = (
+        time.strftime("%Y-%m-%d %H:%M", time.localtime(target.stat().st_mtime)) if target.exists() else None
+    )
+    if replaced:
+        print(f"note: {target} (written {replaced}) will be replaced; --output-dir writes elsewhere")
     # One vLLM engine serves both sides (each pushes its weights before sampling): it starts from the
     # reference checkpoint, so the policy must share its architecture (checked by the weight push).
     policy, reference = (
@@ -102,5 +111,5 @@ def main(argv: list[str]) -> int:
     for key, value in result.items():
         if isinstance(value, float):
             print(f"{key:>24}: {value:.4f}")
-    print(f"wrote {path}")
+    print(f"wrote {path}" + (f" (replacing the evaluation written {replaced})" if replaced else ""))
     return 0

@@ -256,6 +256,15 @@ def eval_payload(result: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in result.items() if not key.startswith("_")}
 
 
+def note_prompt_count(available: int, requested: int, key: str) -> None:
+    """Say so when fewer distinct prompts exist than `requested` (the evaluation uses them all)."""
+    if available < requested:
+        logger.warning(
+            "%s: %d prompts asked for, the prompt set has %d distinct ones: evaluating all %d",
+            key, requested, available, available,
+        )  # fmt: skip
+
+
 def write_eval(
     result: dict[str, Any], output_dir: str | Path, history: Sequence[dict[str, Any]] = ()
 ) -> Path:

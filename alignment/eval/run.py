@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from alignment.errors import RecipeError
-from alignment.eval.gold import EvalSettings, evaluate, write_eval
+from alignment.eval.gold import EvalSettings, evaluate, note_prompt_count, write_eval
 from alignment.eval.history import read_history
 from alignment.eval.policy import Policy, make_policy
 from alignment.recipe.schema import Recipe, RewardConfig
@@ -117,6 +117,7 @@ class RecipeEvaluator:
         else:
             self._reward = self._build_reward()
         self.prompts = distinct_prompts(evaluation.prompts, evaluation.seed)
+        note_prompt_count(len(self.prompts), evaluation.num_prompts, "evaluation.num_prompts")
         self.settings = EvalSettings.from_config(evaluation)
         if evaluation.reference is not None:
             check_model_name(
