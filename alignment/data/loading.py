@@ -45,6 +45,10 @@ def load_dataset_spec(spec: Any, *, seed: int = 0, key: str = "data.train") -> d
         importlib.import_module(module)
     if name in DATASET_BUILDERS:
         ds = _from_builder(name, spec, seed=seed, key=key)
+    elif not _looks_like_path(name) and "/" not in name and closest_builder(name, cutoff=0.8):
+        raise DataError(  # a typo of a builder: before the args check, and before the hub retries
+            f"{key}.name: {unknown_name_message('dataset builder', name, DATASET_BUILDERS.names())}"
+        )
     elif spec.args:
         raise DataError(
             f"{key}.args {dict(spec.args)} are options of a dataset builder, but '{name}' is a "
@@ -53,10 +57,6 @@ def load_dataset_spec(spec: Any, *, seed: int = 0, key: str = "data.train") -> d
         )
     elif _looks_like_path(name):
         ds = _from_path(Path(name).expanduser(), key=key)
-    elif "/" not in name and closest_builder(name, cutoff=0.8):  # a typo: fail before the hub retries
-        raise DataError(
-            f"{key}.name: {unknown_name_message('dataset builder', name, DATASET_BUILDERS.names())}"
-        )
     else:
         ds = _from_hub(name, spec.subset, spec.split, key=key)
     return _first_rows(ds, spec.num_samples, name=name, key=key)

@@ -39,3 +39,8 @@ def test_builder_args_with_a_local_file_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data.train.args {'n': 1000, 'temperature': 1.0} are options of a dataset builder" in err
     assert f"remove data.train.args (e.g. data.train={{name: {path}}}" in err
+
+
+def test_a_builder_typo_is_named_before_its_args_are_questioned(capsys):
+    assert main(["recipes/dpo.yaml", "data.train.name=toy-pared", "--dry-run"]) == 2
+    assert "unknown dataset builder 'toy-pared' (did you mean 'toy-paired'?)" in capsys.readouterr().err
