@@ -15,6 +15,18 @@ def deepspeed_launch() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true"
 
 
+def quiet_known_warnings() -> None:
+    """Silence the warnings every CPU run printed that say nothing wrong: DeepSpeed's "Setting accelerator to
+    CPU" (told so directly when there is no CUDA device) and the DataLoader's "'pin_memory' ... no accelerator"."""
+    import warnings
+
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
+
+
 def launch_main_process() -> bool:
     """Whether this is the launch's main process (rank 0; a plain process is its own launch), readable
     before any process group exists: the one that clears and locks the output directory."""

@@ -3,7 +3,7 @@ but the command line, so the kinds and the lifecycle never import back from here
 
 from __future__ import annotations
 
-from alignment.distributed import launch_main_process
+from alignment.distributed import launch_main_process, quiet_known_warnings
 from alignment.kinds import kind_for
 from alignment.lifecycle import StagedRun, execute, setup_logging
 from alignment.output_dir import check_output_dir, clear_output_dir, describe_run, output_lock, run_status
@@ -14,6 +14,7 @@ def run_recipe(recipe: Recipe, *, dry_run: bool = False, overwrite: bool = False
     """Run `recipe` into its output_dir: refused when the directory holds another run (unless resuming, or
     `overwrite`, which deletes it first) or is in use; a staged run continues its own stages instead."""
     setup_logging()
+    quiet_known_warnings()
     kind = kind_for(recipe)
     staged = isinstance(kind, StagedRun)
     if dry_run:

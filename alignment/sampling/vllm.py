@@ -51,6 +51,7 @@ _ALTERNATIVE = "set `sampling.backend: transformers` to sample with Hugging Face
 def _import_vllm(kv_cache_space_gib: float):
     """Set the environment vLLM reads at engine start, then import it (lazily: the package is optional)."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process engine: see module docstring
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its ~45 start-up lines only when asked (INFO)
     if not torch.cuda.is_available():
         # CPU KV-cache size in whole GiB (vLLM parses an int); without it vLLM reserves most of the RAM.
         wanted = str(max(1, math.ceil(kv_cache_space_gib)))
