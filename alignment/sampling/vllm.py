@@ -67,8 +67,9 @@ def _import_vllm(kv_cache_space_gib: float):
                 "vLLM KV cache: %s GiB from VLLM_CPU_KVCACHE_SPACE (the recipe asks %s)", given, wanted
             )
         logger.info(
-            "vLLM on CPU: gpu_memory_utilization has no effect; the KV cache is %s GiB "
-            "(sampling.vllm.kv_cache_space_gib, or VLLM_CPU_KVCACHE_SPACE)",
+            "vLLM on CPU: sampling.vllm.gpu_memory_utilization is the fraction of this node's RAM it may reserve "
+            "(start-up fails when that much is not free); its KV cache is %s GiB (sampling.vllm.kv_cache_space_gib, "
+            "or VLLM_CPU_KVCACHE_SPACE)",
             given,
         )
     try:
