@@ -266,7 +266,7 @@ def note_prompt_count(available: int, requested: int, key: str) -> None:
 
 
 def write_eval(
-    result: dict[str, Any], output_dir: str | Path, history: Sequence[dict[str, Any]] = ()
+    result: dict[str, Any], output_dir: str | Path, history: Sequence[dict[str, Any]] = (), title: str = ""
 ) -> Path:
     """eval.json and eval_rewards.png: reward histograms and, when this run evaluated during training, its
     `history` (the rows of `eval_history.jsonl`), the path that led to this result."""
@@ -281,6 +281,7 @@ def write_eval(
         samples["reward"].flatten().tolist(),
         samples["reference_reward"].flatten().tolist(),
         history,
+        title or str(out),
     )
     if len(best_of_n_values(result)) >= 2:
         plot_best_of_n(out / "eval_best_of_n.png", result)

@@ -19,21 +19,32 @@ def plot_eval(
     policy_rewards: Sequence[float],
     reference_rewards: Sequence[float],
     history: Sequence[dict[str, Any]],
+    title: str = "",
 ) -> None:
-    """Write the two-panel figure to `path` (matplotlib's Agg backend: no display needed)."""
+    """Write the two-panel figure to `path` (matplotlib's Agg backend: no display needed); `title` names the
+    run (its method and directory)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (hist, path_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (hist, path_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     hist.hist(
         [list(reference_rewards), list(policy_rewards)], bins=30, label=["reference", "policy"], alpha=0.8
     )
+    for values, color, name in ((reference_rewards, "C0", "reference"), (policy_rewards, "C1", "policy")):
+        mean = sum(values) / max(len(values), 1)
+        hist.axvline(mean, color=color, linestyle="--", linewidth=1.2, label=f"{name} mean {mean:.2f}")
     hist.set_xlabel(f"{result['reward']} reward")
     hist.set_ylabel("samples")
-    hist.set_title(f"win rate {result['win_rate']:.3f}, KL {result['kl']:.3f}")
-    hist.legend()
+    hist.set_title(
+        f"win rate {result['win_rate']:.3f}, KL {result['kl']:.3f}; {len(policy_rewards)} samples a side "
+        f"({result.get('num_prompts', '?')} prompts)",
+        fontsize=9,
+    )
+    hist.legend(fontsize="small")
+    if title:
+        fig.suptitle(title, fontsize=10)
 
     path_ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="reference (coin flip)")
     if history:

@@ -221,5 +221,7 @@ class RecipeEvaluator:
         result = self(model)
         periodic = self.recipe.evaluation.every_n_steps is not None  # else a history there is another run's
         history = read_history(self.recipe.output_dir) if periodic else []
-        write_eval(result, self.recipe.output_dir, history)
+        write_eval(
+            result, self.recipe.output_dir, history, f"{self.recipe.method.name}: {self.recipe.output_dir}"
+        )
         return result

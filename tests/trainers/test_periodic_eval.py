@@ -34,7 +34,7 @@ def test_every_n_steps_writes_history_and_plots_the_path(tiny_model_dir, tmp_pat
 
     plotted = []
     real_plot = gold.plot_eval
-    monkeypatch.setattr(gold, "plot_eval", lambda *a: plotted.append(a[-1]) or real_plot(*a))
+    monkeypatch.setattr(gold, "plot_eval", lambda *a: plotted.append(a[4]) or real_plot(*a))  # a[4]: history
     periodic, plain = tmp_path / "periodic", tmp_path / "plain"
     # an earlier run's history in the same directory: a new run there needs --overwrite, which removes it
     append_history(plain, 99, {"win_rate": 0.9, "kl": 9.0})
