@@ -236,5 +236,8 @@ def execute_loaded(kind: RunKind, tokenizer) -> int:
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return 0
+    from alignment.trainers.curves import plot_training_curves
+
+    plot_training_curves(recipe.output_dir, f"{recipe.method.name}: {recipe.output_dir}")
     kind.print_summary(trainer, kind.evaluate(trainer, tokenizer, seconds))
     return 0
