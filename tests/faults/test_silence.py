@@ -33,3 +33,15 @@ def test_alignment_eval_says_which_eval_json_it_replaces(tiny_model_dir, tmp_pat
     second = capsys.readouterr().out
     assert f"note: {tmp_path / 'eval.json'} (written " in second and "will be replaced" in second
     assert "(replacing the evaluation written " in second
+
+
+@pytest.mark.integration
+def test_report_to_tensorboard_works_out_of_the_box(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "recipes/dpo.yaml", f"model.name_or_path={tiny_model_dir}", "data.train.args.n=16", "training.max_steps=2",
+        "training.per_device_train_batch_size=4", "training.logging_steps=1", "training.report_to=[tensorboard]",
+        "evaluation.enabled=false", f"output_dir={out}",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert list((out / "runs").glob("*/events.out.tfevents.*"))
