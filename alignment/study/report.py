@@ -358,8 +358,9 @@ def write_reports(study: Study) -> tuple[str, list[PlannedRun]]:
                 "\nBest win rate reached within a KL budget (seed means, every evaluation; frontier.png):\n\n"
             )
             text += budget_table(points)
-            text += "\nEach arm's frontier (the line in frontier.png) at matched KL (— outside the KL it reached):\n\n"
-            text += matched_kl_table(points)
+            if any(frontier_at(ps, k) is not None for ps in points.values() for k in MATCHED_KL):
+                text += "\nEach arm's frontier (the line in frontier.png) at matched KL (— outside the KL it reached):\n\n"
+                text += matched_kl_table(points)
     if "classifier_vs_generator" in study.plots:
         plot_classifier_vs_generator(study, rows)
     if missing:
