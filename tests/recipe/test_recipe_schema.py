@@ -203,4 +203,4 @@ def test_to_training_arguments_uses_recipe_values_and_output_dir(tmp_path):
     args = to_training_arguments(recipe, max_steps=5)
     assert (args.learning_rate, args.seed, args.max_steps) == (3e-6, 7, 5)
     assert args.output_dir == str(tmp_path / "dpo")
-    assert args.remove_unused_columns is False and args.save_strategy == "steps" and args.save_steps == 500 and args.report_to == []
+    assert args.remove_unused_columns is False and args.save_strategy == "steps" and args.save_steps == 0.1 and args.report_to == []
