@@ -55,12 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """`alignment eval MODEL [--reference REF] [--backend vllm] [--template T] ...`: evaluate any saved model."""
     from alignment.data.prompts import distinct_prompts, template_problem
+    from alignment.lifecycle import setup_logging
     from alignment.models import check_model_name, load_causal_lm, load_tokenizer
     from alignment.recipe.schema import DatasetSpec
     from alignment.rewards.base import build_reward, reward_config_from_cli
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging()
     for flag, template in (("--template", args.template), ("--reference-template", args.reference_template)):
         problem = template_problem(template)
         if problem:

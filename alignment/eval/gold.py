@@ -28,6 +28,7 @@ independent sample sets: win rate ≈ 0.5 and KL = 0 (tested).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -42,7 +43,7 @@ from alignment.files import write_json_atomic
 from alignment.policy.batching import SequenceBatch, build_padded_batch
 from alignment.policy.logps import completion_logits, gather_logps, sequence_kl, sum_per_sequence
 from alignment.rewards.base import Reward
-from alignment.sampling.base import Completions, SamplingParams
+from alignment.sampling.base import PROGRESS_MIN_BATCHES, Completions, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def kl_on_samples(
     *,
     temperature: float = 1.0,
     batch_size: int = 32,
+    desc: str = "KL",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(P, n) exact per-token KL sums and (P, n) log-ratios log π_T(y)/π_ref,T(y) of the policy's samples.
 
@@ -156,9 +158,12 @@ def kl_on_samples(
     by each side's scorer behind its own rendered prompt. The two sides are scored one after the other, so one
     peft model can be both (its adapter on for the policy, off for the reference).
     """
+    from tqdm.auto import tqdm
+
     prompts, token_ids = completions.prompts, completions.token_ids
     kls, ratios = [], []
-    for start in range(0, len(prompts), batch_size):
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=len(starts) < PROGRESS_MIN_BATCHES):
         chunk, comps = prompts[start : start + batch_size], token_ids[start : start + batch_size]
         pol_logits, batch = policy_completion_logits(policy, chunk, comps)
         ref_logits = policy_completion_logits(reference, chunk, comps)[0].to(pol_logits.device)
@@ -194,14 +199,28 @@ def evaluate(
     params = SamplingParams(
         n=n, temperature=settings.temperature, max_new_tokens=settings.max_new_tokens, seed=settings.seed
     )
+    started = time.time()
+
+    def phase(what: str) -> None:
+        logger.info("evaluation: %s (%.0f s so far)", what, time.time() - started)
+
+    phase(f"sampling the reference, {len(prompts)} prompts × {n}")
     ref_out = reference.generate(prompts, replace(params, seed=settings.seed + 1))
+    phase(f"sampling the policy, {len(prompts)} prompts × {n}")
     policy_out = policy.generate(prompts, params)
-    kl, ratio = kl_on_samples(policy, reference, policy_out, temperature=settings.temperature)
+    phase("KL and implicit rewards, then scoring both sides")
+    kl, ratio = kl_on_samples(
+        policy, reference, policy_out, temperature=settings.temperature, desc="KL, policy samples"
+    )
     pol_texts, ref_texts = policy_out.flat_texts(), ref_out.flat_texts()
     pol_rewards, ref_rewards = policy_out.score(reward), ref_out.score(reward)
     # the implicit reward log π/π_ref (temperature 1) of both sample sets, for the pairwise-classifier accuracy
-    implicit_pol = ratio if settings.temperature == 1 else kl_on_samples(policy, reference, policy_out)[1]
-    implicit_ref = kl_on_samples(policy, reference, ref_out)[1]
+    implicit_pol = (
+        ratio
+        if settings.temperature == 1
+        else kl_on_samples(policy, reference, policy_out, desc="implicit reward, policy samples")[1]
+    )
+    implicit_ref = kl_on_samples(policy, reference, ref_out, desc="implicit reward, reference samples")[1]
     accuracy_base, pairs_base = pairwise_accuracy(implicit_ref, ref_rewards)
     accuracy_own, pairs_own = pairwise_accuracy(implicit_pol, pol_rewards)
     lengths = torch.tensor([len(ids) for per in policy_out.token_ids for ids in per], dtype=torch.float64)
@@ -248,6 +267,7 @@ def evaluate(
         "reference_implicit": implicit_ref,
         "reference_completions": ref_out,
     }
+    phase(f"done: win rate {result['win_rate']:.3f}, KL {result['kl']:.3f}")
     return result
 
 

@@ -9,6 +9,7 @@ import torch
 from alignment.errors import DataError, RecipeError
 from alignment.models import load_reward_model, load_tokenizer
 from alignment.policy.batching import right_pad
+from alignment.sampling.base import PROGRESS_MIN_BATCHES
 
 
 def require_eos(tokenizer) -> None:
@@ -48,10 +49,15 @@ class RewardModelScorer:
     @torch.no_grad()
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
         """Scores `reward_input_ids` (as in training), right-padded, in batches."""
+        from tqdm.auto import tqdm
+
         ids = reward_input_ids(self.tokenizer, prompts, completions)
         out = []
-        for start in range(0, len(ids), self.batch_size):
-            input_ids, attention_mask = right_pad(ids[start : start + self.batch_size], self.tokenizer.pad_token_id)
+        starts = range(0, len(ids), self.batch_size)
+        for start in tqdm(starts, desc="scoring", unit="batch", disable=len(starts) < PROGRESS_MIN_BATCHES):
+            input_ids, attention_mask = right_pad(
+                ids[start : start + self.batch_size], self.tokenizer.pad_token_id
+            )
             logits = self.model(
                 input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
             ).logits

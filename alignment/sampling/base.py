@@ -28,6 +28,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+#: batches from which a long loop (sampling, scoring, KL) shows a progress bar with the time left
+PROGRESS_MIN_BATCHES = 8
+
 
 def stop_token_ids(tokenizer, generation_eos: int | Sequence[int] | None) -> list[int]:
     """Ids generation stops on, for every backend: the tokenizer's EOS and the checkpoint's

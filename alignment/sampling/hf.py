@@ -21,14 +21,13 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from alignment.sampling.base import (
+    PROGRESS_MIN_BATCHES,
     Completions,
     SamplingParams,
     cut_at_stop,
     prompt_token_ids,
     stop_token_ids,
 )
-
-PROGRESS_MIN_BATCHES = 8  # show a progress bar by default from this many generate() calls on
 
 
 class TransformersSampler:
