@@ -3,8 +3,11 @@
     alignment generate toy-base --prompts toy-prompts --split eval --n 8 --select best --output bon.jsonl
     alignment generate runs/dpo --backend vllm --n 16 --select worst --reward mypkg.rewards:score
 
-Writes JSON Lines with the prompt, the selected completion(s), their rewards and the index among the n
-samples, then prints the mean reward of the selection against the mean over all samples.
+Writes JSON Lines to --output (default ./generations.jsonl; an existing file is replaced, and said so), one
+object per prompt, then prints the mean reward of the selection against the mean over all samples:
+
+    --select best|worst   {"prompt", "completion", "reward", "index" (among the n samples), "mean_reward" (of all n)}
+    --select all          {"prompt", "completions" (all n), "rewards" (all n)}
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ import torch
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alignment generate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="alignment generate",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model", help="model directory, alias (toy-base) or hub id")
     parser.add_argument(
         "--prompts", default="toy-prompts", help="prompt dataset: builder, local file or hub id"
@@ -67,12 +75,13 @@ def main(argv: list[str]) -> int:
     result = best_of_n(
         sampler, reward, prompts, args.n, sampling_params_from_config(config), worst=args.select == "worst"
     )
+    existed = Path(args.output).exists()
     write_generations(Path(args.output), result, select=args.select)
     print(f"{len(prompts)} prompts x {args.n} samples, reward '{getattr(reward, 'name', args.reward)}'")
     print(f"  mean reward, all samples: {float(result.all_rewards.mean()):.4f}")
     if args.select != "all":
         print(f"  mean reward, {args.select}-of-{args.n}: {float(result.rewards.mean()):.4f}")
-    print(f"wrote {args.output}")
+    print(f"wrote {args.output}" + (" (replacing the file that was there)" if existed else ""))
     return 0
 
 
