@@ -228,10 +228,14 @@ RECORD_ONLY_TRAINING_KEYS = frozenset(
 
 
 def comparable_recipe(recipe_dict: dict[str, Any]) -> dict[str, Any]:
-    """A resolved recipe (`to_dict`, or a saved recipe.yaml read back) without its record-only training keys
-    and its output_dir (a run directory may be moved or collected elsewhere), as plain JSON data: two runs whose
-    comparable recipes are equal compute the same thing (how Selfie and studies tell a finished run they can
-    keep from one to redo)."""
+    """A resolved recipe (`to_dict`, or a saved recipe.yaml read back), read through today's schema, without its
+    record-only training keys and its output_dir (a run directory may be moved or collected elsewhere), as plain
+    JSON data: two runs whose comparable recipes are equal compute the same thing (how Selfie and studies tell a
+    finished run they can keep from one to redo)."""
+    try:  # a recipe saved before a key with a default was added compares equal to today's
+        recipe_dict = to_dict(recipe_from_dict(json.loads(json.dumps(recipe_dict))))
+    except RecipeError:
+        pass  # a key removed or renamed since: compared as saved (so it differs, and the run is redone)
     out = {k: v for k, v in recipe_dict.items() if k != "output_dir"}
     out["training"] = {
         k: v for k, v in (out.get("training") or {}).items() if k not in RECORD_ONLY_TRAINING_KEYS

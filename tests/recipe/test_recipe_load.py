@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -287,3 +289,16 @@ def test_recipe_from_dict_rejects_bad_section_type():
     with pytest.raises(RecipeError) as err:
         recipe_from_dict({"method": "dpo", "data": {"train": "toy-paired"}, "model": "toy-base"})
     assert err.value.path == "model" and err.value.message == "expected a mapping (section), got 'toy-base'"
+
+
+def test_comparable_recipes_ignore_record_keys_output_dir_and_defaults_added_since(write_recipe):
+    from alignment.recipe.load import comparable_recipe, to_dict
+
+    recipe = to_dict(load_recipe(write_recipe()))
+    saved = json.loads(json.dumps(recipe))
+    saved["output_dir"] = "moved/elsewhere"
+    saved["training"]["save_steps"] = 500  # record-only
+    del saved["evaluation"]["every_n_steps"]  # as saved before this key existed: today's default fills it
+    assert comparable_recipe(saved) == comparable_recipe(recipe)
+    saved["method"]["beta"] = 0.5  # what the run computes changed
+    assert comparable_recipe(saved) != comparable_recipe(recipe)
