@@ -36,7 +36,7 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def resume_argument(recipe: Recipe, marker: str = "trainer_state.json") -> str | None:
+def resume_argument(recipe: Recipe, marker: str) -> str | None:
     """training.resume_from_checkpoint: 'last'/'true' for the newest complete checkpoint, or a path, which must be
     complete (`marker`, the file its trainer writes last, present); None when not resuming. A checkpoint
     cut short (a crash or a full disk while saving) is never resumed."""

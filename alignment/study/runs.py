@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from alignment.checkpoints import complete_checkpoints
 from alignment.distributed import launch_main_process
 from alignment.errors import StudyError
 from alignment.files import write_json_atomic
@@ -96,18 +97,33 @@ def saved_recipe_matches(run: PlannedRun, recipe_dict: dict[str, Any]) -> bool:
         return False
 
 
-def has_checkpoint(run: PlannedRun) -> bool:
-    return any(run.output_dir.glob("checkpoint-*/trainer_state.json"))
+def how_to_continue(run: PlannedRun, recipe_dict: dict[str, Any]) -> str | None:
+    """How an interrupted run of the same recipe picks up: "continue" for a staged run (Selfie keeps its
+    finished stages itself), "resume" for a training run with a complete checkpoint (the lifecycle's own
+    completeness rule, `checkpoint_marker`), None when it must start again."""
+    from alignment.kinds import kind_for
+    from alignment.lifecycle import StagedRun
+    from alignment.recipe.load import recipe_from_dict
+
+    kind = kind_for(recipe_from_dict(recipe_dict))
+    if isinstance(kind, StagedRun):
+        return "continue"
+    marker = getattr(kind, "checkpoint_marker", None)
+    return "resume" if marker and complete_checkpoints(run.output_dir, marker) else None
 
 
-def prepare_directory(run: PlannedRun, recipe_dict: dict[str, Any]) -> str:
-    """Make the run's directory ready to (re)start; returns what was done, for the progress line."""
+def prepare_directory(run: PlannedRun, recipe_dict: dict[str, Any], *, main: bool = True) -> str:
+    """Make the run's directory ready to (re)start; returns what was done. Every process of a launch decides
+    the same way (so all resume, or none); only the `main` one deletes."""
     if not run.output_dir.exists():
         return "new"
-    if saved_recipe_matches(run, recipe_dict) and has_checkpoint(run):
-        (run.output_dir / MARKER).unlink(missing_ok=True)
-        return "resume"
-    shutil.rmtree(run.output_dir)
+    action = how_to_continue(run, recipe_dict) if saved_recipe_matches(run, recipe_dict) else None
+    if action is not None:
+        if main:
+            (run.output_dir / MARKER).unlink(missing_ok=True)
+        return action
+    if main:
+        shutil.rmtree(run.output_dir)
     return "cleared"
 
 
@@ -123,7 +139,7 @@ def execute_run(study: Study, run: PlannedRun, started: float | None = None) -> 
     if is_finished(study, run):
         print(f"{run.name}: finished already ({run.output_dir / MARKER}), skipped")
         return 0
-    action = prepare_directory(run, raw) if launch_main_process() else "new"
+    action = prepare_directory(run, raw, main=launch_main_process())
     if action == "resume":
         raw = {**raw, "training": {**raw["training"], RESUME_KEY: "last"}}
     recipe = recipe_from_dict(raw)
@@ -139,7 +155,7 @@ def execute_run(study: Study, run: PlannedRun, started: float | None = None) -> 
             "seed": run.seed,
             "point": run.point,
             "wall_time_s": time.time() - started,
-            "resumed": action == "resume",
+            "resumed": action in ("resume", "continue"),
             "host": socket.gethostname(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "recipe": comparable_recipe(raw),

@@ -120,7 +120,7 @@ def test_a_stale_directory_is_cleared_and_an_interrupted_one_resumes_from_its_ch
     assert prepare_directory(run, raw) == "new"
     # interrupted after a checkpoint, same recipe: resume from it (and forget any old marker)
     (run.output_dir / "checkpoint-4").mkdir(parents=True)
-    (run.output_dir / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (run.output_dir / "checkpoint-4" / "alignment_state.json").write_text("{}")
     (run.output_dir / "recipe.yaml").write_text(yaml.safe_dump(raw))
     (run.output_dir / MARKER).write_text("{}")
     assert prepare_directory(run, raw) == "resume"
@@ -129,7 +129,9 @@ def test_a_stale_directory_is_cleared_and_an_interrupted_one_resumes_from_its_ch
     changed = {**raw, "method": {**raw["method"], "beta": 0.5}}
     assert prepare_directory(run, changed) == "cleared" and not run.output_dir.exists()
     # the same recipe without a complete checkpoint: cleared, the run starts again
-    (run.output_dir / "checkpoint-2").mkdir(parents=True)  # no trainer_state.json: incomplete
+    (run.output_dir / "checkpoint-2").mkdir(
+        parents=True
+    )  # no alignment_state.json (what DPO writes last): incomplete
     (run.output_dir / "recipe.yaml").write_text(yaml.safe_dump(raw))
     assert prepare_directory(run, raw) == "cleared" and not run.output_dir.exists()
 
