@@ -24,13 +24,28 @@ def quiet_known_warnings() -> None:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
+        warnings.filterwarnings(
+            "ignore", message=".*'pin_memory' argument is set as true but no accelerator.*"
+        )
 
 
 def launch_main_process() -> bool:
     """Whether this is the launch's main process (rank 0; a plain process is its own launch), readable
     before any process group exists: the one that clears and locks the output directory."""
     return os.environ.get("RANK", "0") == "0"
+
+
+def any_process(flag: bool, device) -> bool:
+    """True on every process when `flag` is true on any process: one tiny all-reduce when distributed (the
+    way all ranks take the same decision, e.g. to stop or to skip a step), `flag` itself otherwise."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def launch_zero_stage() -> int:

@@ -7,6 +7,7 @@ with status 2 instead of a traceback from deep inside a library.
 
 from __future__ import annotations
 
+EXIT_FAILED = 1  # the run itself failed (e.g. training diverged), not its input
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from transformers import TrainerCallback
 
+from alignment.distributed import any_process
 from alignment.errors import EXIT_INTERRUPTED, AlignmentError
 
 logger = logging.getLogger("alignment")
@@ -38,7 +39,7 @@ class StopAtStepEnd(TrainerCallback):
         self.stopped_at: int | None = None
 
     def on_step_end(self, args, state, control, **kwargs):
-        if _agreed(self.requested.is_set(), args):
+        if any_process(self.requested.is_set(), args.device):
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step
@@ -56,19 +57,6 @@ class ResumeNotice(TrainerCallback):
             logger.info(
                 "resuming from %s (step %d of %d)", self.checkpoint, state.global_step, state.max_steps
             )
-
-
-def _agreed(flag: bool, args) -> bool:
-    """True on every process when any process was interrupted (one tiny all-reduce when distributed)."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    device = args.device if dist.get_backend() == "nccl" else "cpu"
-    value = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
 
 
 @contextlib.contextmanager

@@ -225,6 +225,12 @@ def execute_loaded(kind: RunKind, tokenizer) -> int:
     trainer.add_callback(stopper)
     if resume is not None:
         trainer.add_callback(ResumeNotice(resume))
+    from alignment.nonfinite import LIMIT_KEY, NonFiniteGuard
+
+    guard = NonFiniteGuard(
+        trainer, limit=recipe.training[LIMIT_KEY], marker=kind.checkpoint_marker, deepspeed=deepspeed_launch()
+    )
+    trainer.add_callback(guard)  # last: it reads the save/stop decisions the others made at each step end
     with checkpoint_on_interrupt(stopper):
         trainer.train(resume_from_checkpoint=resume)
     if stopper.stopped_at is not None:

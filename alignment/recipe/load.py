@@ -220,6 +220,7 @@ RECORD_ONLY_TRAINING_KEYS = frozenset(
         "logging_steps",
         "logging_first_step",
         "logging_dir",
+        "logging_nan_inf_filter",
         "report_to",
         "run_name",
         "disable_tqdm",

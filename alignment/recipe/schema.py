@@ -23,7 +23,7 @@ from alignment.recipe.fields import check, coerce, field_types, param, unknown_k
 DataFormat = Literal["auto", "paired", "unpaired", "negatives", "prompts"]
 
 # Our defaults over TrainingArguments' own (which target large GPU runs): small toy-friendly steps, a
-# checkpoint every 500 steps (the last two kept), no trackers unless asked, seed 0, and columns kept (our collators need them).
+# checkpoint every tenth of the run (the last two kept), no trackers unless asked, seed 0, and columns kept (our collators need them).
 TRAINING_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1.0e-5,
     "lr_scheduler_type": "linear",
@@ -45,7 +45,12 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "bf16": False,
     "remove_unused_columns": False,
+    "logging_nan_inf_filter": False,  # a NaN loss is logged as NaN (transformers would log a stale average)
+    "max_nonfinite_steps": 3,  # ours: steps skipped for a NaN/inf loss or gradient before the run stops
 }
+
+#: training keys of our own, not TrainingArguments fields (read by the lifecycle, never passed to transformers)
+ALIGNMENT_TRAINING_KEYS: dict[str, type] = {"max_nonfinite_steps": int}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -346,7 +351,8 @@ class Recipe:
     model: ModelConfig = param(help="Policy model, dtype, LoRA and reference policy.", factory=ModelConfig)
     data: DataConfig = param(help="Training/eval datasets and token limits.", factory=DataConfig)
     training: dict[str, Any] = param(
-        help="Any transformers.TrainingArguments field (learning_rate, seed, ...) except output_dir.",
+        help="Any transformers.TrainingArguments field (learning_rate, seed, ...) except output_dir, and "
+        "max_nonfinite_steps (NaN/inf steps skipped before the run stops).",
         factory=lambda: dict(TRAINING_DEFAULTS),
     )
     sampling: SamplingConfig = param(
@@ -519,7 +525,7 @@ def validate_training(values: Any, path: str = "training") -> dict[str, Any]:
     resolved = dict(TRAINING_DEFAULTS)
     if not values:
         return resolved
-    types_ = training_argument_types()
+    types_ = training_argument_types() | ALIGNMENT_TRAINING_KEYS
     for key, value in values.items():
         if key == "output_dir":
             raise RecipeError(
@@ -532,6 +538,11 @@ def validate_training(values: Any, path: str = "training") -> dict[str, Any]:
         if key == "resume_from_checkpoint" and isinstance(value, bool):
             value = "last" if value else None  # TRL's `resume_from_checkpoint: true` = the newest checkpoint
         resolved[key] = coerce(value, types_[key], f"{path}.{key}")
+    check(
+        resolved["max_nonfinite_steps"] >= 0,
+        f"{path}.max_nonfinite_steps",
+        "must be 0 or more (0: stop at the first)",
+    )
     return resolved
 
 
@@ -540,7 +551,8 @@ def to_training_arguments(recipe: Recipe, args_class: type | None = None, **extr
     from transformers import TrainingArguments
 
     cls = args_class or TrainingArguments
-    kwargs = {**recipe.training, "output_dir": recipe.output_dir, **extra}
+    transformers_keys = {k: v for k, v in recipe.training.items() if k not in ALIGNMENT_TRAINING_KEYS}
+    kwargs = {**transformers_keys, "output_dir": recipe.output_dir, **extra}
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as err:  # cross-field checks inside TrainingArguments.__post_init__

@@ -77,6 +77,20 @@ class MetricsTrainer(Trainer):
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
+        self._losses_finite: torch.Tensor | None = (
+            None  # this optimizer step's micro-batches (NonFiniteGuard)
+        )
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        finite = torch.isfinite(loss.detach()).all()  # stays on the device: read once per optimizer step
+        self._losses_finite = finite if self._losses_finite is None else self._losses_finite & finite
+        return loss
+
+    def step_losses_finite(self) -> bool:
+        """Whether every micro-batch loss since the last call was finite (then starts the next step afresh)."""
+        finite, self._losses_finite = self._losses_finite, None
+        return True if finite is None else bool(finite)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -107,6 +121,8 @@ class MetricsTrainer(Trainer):
             if present:
                 logs[prefix + name] = sum(present) / len(present)
         self._metrics[split].clear()
+        if not math.isfinite(logs.get("loss", 0.0)) and isinstance(getattr(self, "_tr_loss", None), torch.Tensor):
+            self._tr_loss.zero_()  # logged as NaN; the Trainer's reset (x -= x) would keep it NaN for the whole run
         super().log(logs, start_time)
 
 
