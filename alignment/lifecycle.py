@@ -11,6 +11,7 @@ sequence, its ordering guarantees and the outputs every run writes live here onc
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.checkpoints import complete_checkpoints
+from alignment.disk import explain_write_errors
 from alignment.distributed import deepspeed_launch, setup_distributed
 from alignment.errors import DataError
 from alignment.recipe.load import dump_recipe, save_recipe
@@ -217,33 +219,50 @@ def execute_loaded(kind: RunKind, tokenizer) -> int:
     callbacks = kind.callbacks(tokenizer)
     started = time.time()
     trainer = kind.build_trainer(tokenizer, lambda: training_arguments(recipe, kind.args_class))
-    for callback in callbacks:
-        trainer.add_callback(callback)
-    from alignment.interrupt import ResumeNotice, StopAtStepEnd, checkpoint_on_interrupt
-
-    stopper = StopAtStepEnd()
-    trainer.add_callback(stopper)
-    if resume is not None:
-        trainer.add_callback(ResumeNotice(resume))
-    from alignment.nonfinite import LIMIT_KEY, NonFiniteGuard
-
-    guard = NonFiniteGuard(
-        trainer, limit=recipe.training[LIMIT_KEY], marker=kind.checkpoint_marker, deepspeed=deepspeed_launch()
+    writes = functools.partial(
+        explain_write_errors,
+        recipe.output_dir,
+        marker=kind.checkpoint_marker,
+        main_process=trainer.is_world_process_zero(),
     )
-    trainer.add_callback(guard)  # last: it reads the save/stop decisions the others made at each step end
-    with checkpoint_on_interrupt(stopper):
-        trainer.train(resume_from_checkpoint=resume)
-    if stopper.stopped_at is not None:
-        raise_interrupted(trainer, recipe, stopper.stopped_at)
+    with writes(what="a checkpoint"):
+        train(kind, trainer, callbacks, resume)
     seconds = time.time() - started
     kind.after_training(trainer, seconds)
-    save_run(trainer, tokenizer, recipe.output_dir)
+    with writes(what="the final model"):
+        save_run(trainer, tokenizer, recipe.output_dir)
     logger.info("training finished in %.1f s", seconds)
     trainer.accelerator.wait_for_everyone()
     if not trainer.is_world_process_zero():
         return 0
     from alignment.trainers.curves import plot_training_curves
 
-    plot_training_curves(recipe.output_dir, f"{recipe.method.name}: {recipe.output_dir}")
-    kind.print_summary(trainer, kind.evaluate(trainer, tokenizer, seconds))
+    with writes(what="the evaluation results"):
+        plot_training_curves(recipe.output_dir, f"{recipe.method.name}: {recipe.output_dir}")
+        kind.print_summary(trainer, kind.evaluate(trainer, tokenizer, seconds))
     return 0
+
+
+def train(kind: TrainingRunKind, trainer, callbacks: list, resume: str | None) -> None:
+    """`trainer.train` with the kind's callbacks and the lifecycle's own: Ctrl-C saves and stops, a resumed run
+    says where it picks up, and non-finite steps are skipped (and never saved)."""
+    from alignment.interrupt import ResumeNotice, StopAtStepEnd, checkpoint_on_interrupt
+    from alignment.nonfinite import LIMIT_KEY, NonFiniteGuard
+
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    stopper = StopAtStepEnd()
+    trainer.add_callback(stopper)
+    if resume is not None:
+        trainer.add_callback(ResumeNotice(resume))
+    guard = NonFiniteGuard(
+        trainer,
+        limit=kind.recipe.training[LIMIT_KEY],
+        marker=kind.checkpoint_marker,
+        deepspeed=deepspeed_launch(),
+    )
+    trainer.add_callback(guard)  # last: it reads the save/stop decisions the others made at each step end
+    with checkpoint_on_interrupt(stopper):
+        trainer.train(resume_from_checkpoint=resume)
+    if stopper.stopped_at is not None:
+        raise_interrupted(trainer, kind.recipe, stopper.stopped_at)

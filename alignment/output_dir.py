@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from alignment.errors import EXIT_INTERRUPTED, RecipeError
+from alignment.files import write_json_atomic
 
 logger = logging.getLogger("alignment")
 
@@ -89,7 +90,10 @@ def run_status(output_dir: str | Path) -> Iterator[list[int]]:
         path = Path(output_dir)
         if describe_run(path) is not None:
             payload = {"status": status, "ended": time.strftime("%Y-%m-%d %H:%M:%S"), "error": error}
-            (path / STATUS_FILE).write_text(json.dumps(payload, indent=2))
+            try:
+                write_json_atomic(path / STATUS_FILE, payload)
+            except OSError as err:  # a full disk: the run's own error says more than this one
+                logger.warning("could not write %s: %s", path / STATUS_FILE, err)
 
 
 def _step(name: str) -> int:

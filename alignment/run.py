@@ -3,6 +3,7 @@ but the command line, so the kinds and the lifecycle never import back from here
 
 from __future__ import annotations
 
+from alignment.disk import check_writable
 from alignment.distributed import launch_main_process, quiet_known_warnings
 from alignment.kinds import kind_for
 from alignment.lifecycle import StagedRun, execute, setup_logging
@@ -26,6 +27,7 @@ def run_recipe(recipe: Recipe, *, dry_run: bool = False, overwrite: bool = False
             )
         return kind.execute(dry_run=True) if staged else execute(kind, dry_run=True)
     resuming = recipe.training.get("resume_from_checkpoint") is not None
+    check_writable(recipe.output_dir)
     if not staged:
         check_output_dir(recipe.output_dir, resuming=resuming, overwrite=overwrite)
     if not launch_main_process():  # the main process clears and locks for the whole launch

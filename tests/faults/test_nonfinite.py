@@ -58,7 +58,9 @@ def test_a_nan_step_is_skipped_without_touching_the_weights(tiny_model_dir, tmp_
     assert main(run_args(tiny_model_dir, out)) == 0
     skipped = [r.getMessage() for r in caplog.records if "step skipped" in r.getMessage()]
     assert [m.split(":")[0] for m in skipped] == ["step 2", "step 4"]
-    assert "the loss was non-finite (NaN or inf); step skipped, weights unchanged (2 of at most 3" in skipped[1]
+    assert (
+        "the loss was non-finite (NaN or inf); step skipped, weights unchanged (2 of at most 3" in skipped[1]
+    )
     w = {step: weights(out / f"checkpoint-{step}") for step in range(1, 7)}
     same = {step: all(torch.equal(w[step][k], w[step - 1][k]) for k in w[step]) for step in range(2, 7)}
     assert same == {2: True, 3: False, 4: True, 5: False, 6: False}
@@ -80,7 +82,11 @@ def test_too_many_nan_steps_stop_the_run_naming_the_step_and_the_last_good_check
         "(2, 3; training.max_nonfinite_steps: 2); nothing was saved from it, and the last good checkpoint is "
         f"{out}/checkpoint-3. Lower training.learning_rate"
     ) in err
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [
+        "checkpoint-1",
+        "checkpoint-2",
+        "checkpoint-3",
+    ]
     assert not (out / "model.safetensors").exists()
     assert read_status(out)["status"] == "failed"
 
@@ -89,6 +95,9 @@ def test_weights_made_non_finite_by_the_learning_rate_are_never_saved(tiny_model
     out = tmp_path / "run"  # the case: at 1e20 one step's update already overflows the weights
     assert main(run_args(tiny_model_dir, out, "training.learning_rate=1e20", "training.save_steps=2")) == 1
     err = capsys.readouterr().err
-    assert "error: training stopped at step 2: the weights became non-finite (NaN or inf); nothing was saved" in err
+    assert (
+        "error: training stopped at step 2: the weights became non-finite (NaN or inf); nothing was saved"
+        in err
+    )
     assert not (out / "model.safetensors").exists() and not list(out.glob("checkpoint-*"))
     assert read_status(out)["status"] == "failed"
