@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 
+def user_cache_dir() -> Path:
+    """Where built artefacts are cached across runs and checkouts: `$ALIGNMENT_CACHE`, default ~/.cache/alignment."""
+    return Path(os.environ.get("ALIGNMENT_CACHE", Path.home() / ".cache" / "alignment"))
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """`text` at `path`, through a temporary file and an atomic rename: readers see the old or the new file."""
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -18,7 +18,8 @@ from typing import Any, ClassVar, Literal
 
 from alignment.data.prompts import template_problem
 from alignment.errors import RecipeError
-from alignment.recipe.fields import check, coerce, field_types, param, unknown_key_message
+from alignment.recipe.fields import check, coerce, param, unknown_key_message
+from alignment.recipe.training_types import training_argument_types
 
 DataFormat = Literal["auto", "paired", "unpaired", "negatives", "prompts"]
 
@@ -509,13 +510,6 @@ def reference_mode(recipe: Recipe) -> Literal["copy", "adapter", "precomputed"]:
 # ---------------------------------------------------------------------------------------------- training
 
 
-def training_argument_types() -> dict[str, Any]:
-    """TrainingArguments field name -> annotation (imports transformers' config module, no model code)."""
-    from transformers import TrainingArguments
-
-    return field_types(TrainingArguments)
-
-
 def validate_training(values: Any, path: str = "training") -> dict[str, Any]:
     """Our defaults overlaid with `values`, each checked against its TrainingArguments field type."""
     if values is None:
@@ -525,7 +519,7 @@ def validate_training(values: Any, path: str = "training") -> dict[str, Any]:
     resolved = dict(TRAINING_DEFAULTS)
     if not values:
         return resolved
-    types_ = training_argument_types() | ALIGNMENT_TRAINING_KEYS
+    types_ = training_argument_types(values) | ALIGNMENT_TRAINING_KEYS
     for key, value in values.items():
         if key == "output_dir":
             raise RecipeError(

@@ -28,6 +28,7 @@ import torch
 
 from alignment.errors import DataError
 from alignment.experience.selectors import SELECTORS
+from alignment.files import user_cache_dir
 from alignment.sampling.base import SamplingParams
 from alignment.sampling.hf import TransformersSampler
 from alignment.toy.corpus import all_prompts, sample_completion, sample_prompts
@@ -99,7 +100,7 @@ def _sample(model: str, prompts: Sequence[str], n: int, seed: int, max_new_token
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("ALIGNMENT_CACHE", Path.home() / ".cache" / "alignment")) / "toy-datasets"
+    return user_cache_dir() / "toy-datasets"
 
 
 def _cached(name: str, args: dict, build: Callable[[], dict[str, list]]):
