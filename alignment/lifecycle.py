@@ -147,10 +147,11 @@ class TrainingRunKind(RunKind):
         del trainer, seconds
 
 
-def check_models(recipe: Recipe) -> None:
+def check_models(recipe: Recipe, *, dry_run: bool = False) -> None:
     """Every model the run loads by name resolves to one it can load (the policy; the reward model), named by
-    its recipe key, before the tokenizer or any weights load (the evaluator checks its judge and reference)."""
-    from alignment.models import check_model_name
+    its recipe key, before the tokenizer or any weights load (the evaluator checks its judge and reference).
+    A built-on-first-use alias (toy-rm) is built here, except in a dry run, which says that a run will."""
+    from alignment.models import build_aliases, check_model_name
 
     trust = recipe.model.trust_remote_code
     check_model_name(recipe.model.name_or_path, "model.name_or_path", trust_remote_code=trust)
@@ -160,8 +161,9 @@ def check_models(recipe: Recipe) -> None:
         except DataError as err:
             raise DataError(
                 f"{err}. A reward model is the output of a reward_model run: e.g. `alignment "
-                "recipes/reward_model.yaml` writes runs/reward_model"
+                "recipes/reward_model.yaml` writes runs/reward_model; on the toy world, `toy-rm` is built on first use"
             ) from None
+        build_aliases([recipe.reward.name_or_path], dry_run=dry_run)
 
 
 def load_recipe_tokenizer(recipe: Recipe):
@@ -196,7 +198,7 @@ def raise_interrupted(trainer, recipe: Recipe, step: int) -> None:
 
 def execute(kind: RunKind, *, dry_run: bool = False) -> int:
     """Run `kind`'s recipe through the whole lifecycle; returns the process exit code."""
-    check_models(kind.recipe)
+    check_models(kind.recipe, dry_run=dry_run)
     tokenizer = load_recipe_tokenizer(kind.recipe)
     kind.load_data(tokenizer)
     if dry_run:

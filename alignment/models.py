@@ -1,18 +1,34 @@
 """Model loading shared by trainers, samplers, rewards and evaluation.
 
-Names in recipes resolve in this order: a registered alias (``toy-base``, the embedded toy model), a local
+Names in recipes resolve in this order: a registered alias (``toy-base``, the embedded toy model; ``toy-rm``,
+the toy proxy reward model, built on first use), a local
 directory, then a Hugging Face hub id (the loading code is the same; this machine simply cannot reach a
 hub). Weights are loaded from safetensors only and ``trust_remote_code`` stays off unless the recipe asks.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 TOY_ASSETS = Path(__file__).resolve().parent / "toy" / "assets"
-MODEL_ALIASES: dict[str, Path] = {"toy-base": TOY_ASSETS / "base"}
+
+
+def _toy_rm_dir() -> Path:
+    from alignment.toy.reward_model import toy_rm_dir
+
+    return toy_rm_dir()
+
+
+#: alias -> its directory: toy-base is packaged; toy-rm is built on first use (`build_aliases`) and cached
+MODEL_ALIASES: dict[str, Callable[[], Path]] = {
+    "toy-base": lambda: TOY_ASSETS / "base",
+    "toy-rm": _toy_rm_dir,
+}
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -20,7 +36,28 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def resolve_model_path(name_or_path: str) -> str:
     """Alias -> embedded directory; anything else is passed through to transformers unchanged."""
     alias = MODEL_ALIASES.get(name_or_path)
-    return str(alias) if alias is not None else name_or_path
+    return str(alias()) if alias is not None else name_or_path
+
+
+def build_aliases(names: list[str], *, dry_run: bool) -> None:
+    """Build the built-on-first-use aliases among `names` (toy-rm), or, in a dry run, say that a run will."""
+    from alignment.toy import reward_model
+
+    if reward_model.ALIAS not in names:
+        return
+    if dry_run:
+        if not reward_model.is_built(reward_model.toy_rm_dir()):
+            print(f"note: {reward_model.ALIAS} is not built yet; the run builds it first (about "
+                  f"{reward_model.BUILD_MINUTES} min, once)")  # fmt: skip
+        return
+    reward_model.ensure_toy_rm()
+
+
+@functools.lru_cache(maxsize=8)
+def weights_sha256(name_or_path: str) -> str:
+    """sha256 of the model's weights (the name itself for a model without a local safetensors file)."""
+    weights = Path(resolve_model_path(name_or_path)) / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else name_or_path
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "tokenizer_config.json")

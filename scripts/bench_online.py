@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=1 python scripts/bench_online.py                 # toy-base, both backends, 8 steps
     python scripts/bench_online.py --backends transformers --steps 20 --batch 32
 
-Runs `recipes/online_dpo.yaml` (the toy model; the proxy reward model when runs/reward_model exists, else
-the gold reward) through the real trainer with evaluation off, reads the per-step split the trainer writes
+Runs `recipes/online_dpo.yaml` (the toy model and its proxy reward model `toy-rm`, built first if it is not
+cached yet: run once before timing) through the real trainer with evaluation off, reads the per-step split the trainer writes
 to online_stats.json, drops the first `--warmup` steps (first-call costs: vLLM's first batch, allocator
 warm-up) and prints the mean seconds per step, a table, and a final JSON line. The vLLM backend includes
 the weight push after every step (`time/sync`); the transformers backend samples with the live policy and
@@ -36,8 +36,6 @@ def bench(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
         "evaluation.enabled=false",
         f"output_dir={out}",
     ]
-    if not Path("runs/reward_model/config.json").exists():
-        overrides.append("reward.kind=gold")
     if backend == "vllm":
         overrides.append("sampling.vllm.max_model_len=256")
     started = time.perf_counter()

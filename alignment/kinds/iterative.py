@@ -163,7 +163,7 @@ class SelfieRun(StagedRun):
         self.stages = stage_recipes(recipe)
 
     def execute(self, *, dry_run: bool = False) -> int:
-        check_models(self.recipe)
+        check_models(self.recipe, dry_run=dry_run)
         tokenizer = load_recipe_tokenizer(self.recipe)
         kinds = [StaticRun(self.stages[0])] + [SelfLabelledRun(stage) for stage in self.stages[1:]]
         future = {stage.output_dir for stage in self.stages}

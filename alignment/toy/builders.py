@@ -29,6 +29,7 @@ import torch
 from alignment.errors import DataError
 from alignment.experience.selectors import SELECTORS
 from alignment.files import user_cache_dir
+from alignment.models import weights_sha256
 from alignment.sampling.base import SamplingParams
 from alignment.sampling.hf import TransformersSampler
 from alignment.toy.corpus import all_prompts, sample_completion, sample_prompts
@@ -76,19 +77,10 @@ def sample_completions(
 @functools.lru_cache(maxsize=2)
 def _load(model: str):
     """(model, tokenizer) for a model name or alias, loaded once per process (only to sample: a cache hit
-    needs just `_weights_sha`)."""
+    needs just `weights_sha256`)."""
     from alignment.models import load_causal_lm, load_tokenizer
 
     return load_causal_lm(model).eval(), load_tokenizer(model)
-
-
-@functools.lru_cache(maxsize=8)
-def _weights_sha(model: str) -> str:
-    """sha256 of the model's weights (the name itself for a model without a local safetensors file)."""
-    from alignment.models import resolve_model_path
-
-    weights = Path(resolve_model_path(model)) / "model.safetensors"
-    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else model
 
 
 def _sample(model: str, prompts: Sequence[str], n: int, seed: int, max_new_tokens: int) -> list[list[str]]:
@@ -108,7 +100,7 @@ def _cached(name: str, args: dict, build: Callable[[], dict[str, list]]):
     from datasets import Dataset, load_from_disk
 
     key_src = json.dumps(
-        {"builder": name, "version": BUILDERS_VERSION, "args": args, "model": _weights_sha(args["model"])},
+        {"builder": name, "version": BUILDERS_VERSION, "args": args, "model": weights_sha256(args["model"])},
         sort_keys=True,
     )
     path = cache_root() / hashlib.sha256(key_src.encode()).hexdigest()[:24]
