@@ -375,6 +375,35 @@ def convert(ds: Dataset, from_fmt: str, to_fmt: str) -> Dataset:
     return ds.remove_columns("label").rename_column("completion", "rejected")
 
 
+def drop_identical_pairs(
+    ds: Dataset, *, source: str, row_label: Callable[[int], str] = default_row_label
+) -> Dataset:
+    """Paired data without its rows whose chosen and rejected are the same text (or messages), counted in a
+    warning: such a pair states no preference (its DPO loss is log 2 with a zero gradient; as a KTO or D²O
+    example it would call one text both good and bad). A DataError when no pair is left."""
+    table = ds.select_columns(["chosen", "rejected"]).with_format("arrow")[:]
+    if pa.types.is_string(table["chosen"].type) or pa.types.is_large_string(table["chosen"].type):
+        same = pc.equal(table["chosen"], table["rejected"]).to_numpy(zero_copy_only=False)
+    else:  # message lists: compared as Python values
+        same = np.array([c == r for c, r in zip(table["chosen"].to_pylist(), table["rejected"].to_pylist())])
+    rows = np.flatnonzero(same)
+    if not len(rows):
+        return ds
+    shown = ", ".join(row_label(int(i)) for i in rows[:3]) + (
+        f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+    )
+    if len(rows) == len(ds):
+        raise DataError(
+            f"{source}: every pair ({len(ds)}) has chosen identical to rejected, so none states a preference "
+            f"({shown}); check how the pairs were built"
+        )
+    logger.warning(
+        "%s: dropped %d of %d pairs whose chosen and rejected are identical (%s): they state no preference",
+        source, len(rows), len(ds), shown,
+    )  # fmt: skip
+    return ds.select(np.flatnonzero(~same)).flatten_indices()
+
+
 def prepare_for_method(
     ds: Dataset,
     accepted_formats: Sequence[str],
@@ -383,7 +412,8 @@ def prepare_for_method(
     fmt: str | None = None,
     row_label: Callable[[int], str] = default_row_label,
 ) -> tuple[Dataset, str]:
-    """Detect (unless `fmt` is given), validate, and convert to the first accepted format reachable.
+    """Detect (unless `fmt` is given), validate, drop pairs without a preference (`drop_identical_pairs`),
+    and convert to the first accepted format reachable.
 
     `accepted_formats` is in the method's order of preference: the data's own format counts as reachable,
     so ``("unpaired", "paired")`` turns paired data into unpaired rows. Returns ``(dataset, format)``.
@@ -397,6 +427,8 @@ def prepare_for_method(
         ds = extract_implicit_prompt(ds, source=source, row_label=row_label)
         validate_dataset(ds, fmt, source=source, row_label=row_label)
         logger.info("%s: extracted the prompt shared by chosen and rejected (%d rows)", source, len(ds))
+    if fmt == "paired":
+        ds = drop_identical_pairs(ds, source=source, row_label=row_label)
     target = next((t for t in accepted_formats if t == fmt or (fmt, t) in CONVERSIONS), None)
     if target is None:
         raise DataError(
