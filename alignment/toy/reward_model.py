@@ -34,7 +34,7 @@ ALIAS = "toy-rm"
 ASSETS = Path(__file__).resolve().parent / "assets"
 RECIPE = ASSETS / "toy_rm.yaml"
 BASE_WEIGHTS = ASSETS / "base" / "model.safetensors"  # toy-base, the recipe's model
-VERSION = 1  # bump when the reward-model trainer changes what this recipe produces
+VERSION = 2  # bump when the reward-model trainer changes what this recipe produces (2: pairs without a preference dropped)
 BUILD_MINUTES = 5  # on 2 CPU cores, with the toy datasets not yet cached
 #: environment of a distributed launch, kept from the child so that it runs as a plain single process
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
