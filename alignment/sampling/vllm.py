@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -48,10 +49,27 @@ _ENGINES: dict[str, object] = {}  # resolved model dir -> vllm.LLM; one engine p
 _ALTERNATIVE = "set `sampling.backend: transformers` to sample with Hugging Face generate instead"
 
 
+class _RotaryReloadNotice(logging.Filter):
+    """Drops vLLM's "RotaryEmbedding: Failed to load weights", logged on every in-place weight push: a rotary
+    layer's cos/sin cache is computed, never part of a checkpoint, so a reload has nothing to load into it and
+    vLLM puts the existing cache back (harmless: the samples after a push match a fresh engine's, tested)."""
+
+    PATTERN = re.compile(r"^\w*RotaryEmbedding: Failed to load weights$")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.PATTERN.match(record.getMessage())
+
+
+RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+
+
 def _import_vllm(kv_cache_space_gib: float):
     """Set the environment vLLM reads at engine start, then import it (lazily: the package is optional)."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process engine: see module docstring
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its ~45 start-up lines only when asked (INFO)
+    reload_logger = logging.getLogger(RELOAD_LOGGER)
+    if not any(isinstance(f, _RotaryReloadNotice) for f in reload_logger.filters):
+        reload_logger.addFilter(_RotaryReloadNotice())
     if not torch.cuda.is_available():
         # CPU KV-cache size in whole GiB (vLLM parses an int); without it vLLM reserves most of the RAM.
         wanted = str(max(1, math.ceil(kv_cache_space_gib)))
