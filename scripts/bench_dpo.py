@@ -50,10 +50,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from alignment.models import MODEL_ALIASES
+from alignment.models import resolve_model_path
 from alignment.toy.scaled import save_scaled_model
 
-TOY = MODEL_ALIASES["toy-base"]
+TOY = Path(resolve_model_path("toy-base"))
 CONTENDERS = ("ours", "ours-cold", "trl", "trl-precomp")
 MAX_LENGTH = 256
 MAX_PROMPT_LENGTH = 128

@@ -20,12 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from alignment.models import MODEL_ALIASES
+from alignment.models import resolve_model_path
 from alignment.toy.corpus import sample_prompts
 from alignment.toy.scaled import save_scaled_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY = MODEL_ALIASES["toy-base"]
+TOY = Path(resolve_model_path("toy-base"))
 
 
 class LengthReward:

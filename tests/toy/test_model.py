@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from alignment.models import MODEL_ALIASES
+from alignment.models import resolve_model_path
 from alignment.toy.builders import sample_completions
 from alignment.toy.corpus import sample_prompts
 from alignment.toy.gold import gold_reward, is_harmful
 
-BASE = str(MODEL_ALIASES["toy-base"])
+BASE = resolve_model_path("toy-base")
 # Printed by scripts/build_toy_model.py for 512 eval prompts, seed 0 (see its output).
 REPORTED_MEAN, REPORTED_STD, REPORTED_HARMFUL = 0.848, 2.405, 0.143  # q10 -2.50, q50 1.50, q90 3.50
 
