@@ -166,6 +166,10 @@ def load_causal_lm(
     """A causal LM from safetensors weights (``use_safetensors=True`` refuses pickle checkpoints)."""
     from transformers import AutoModelForCausalLM
 
+    if attn_implementation == "varlen_sdpa":
+        from alignment.policy.varlen import register
+
+        register()
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     return AutoModelForCausalLM.from_pretrained(
         resolve_model_path(name_or_path),

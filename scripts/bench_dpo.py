@@ -2,9 +2,9 @@
 
 Two models: the toy model (`alignment/toy/assets/base`, ~1M parameters, Llama) and a ~20M-parameter model of
 the same architecture (hidden 512, 6 layers, 8 heads of 64, MLP 1376; random init, same tokenizer; saved to a
-temporary directory). Data: the first `--rows` rows of the toy paired dataset (`toy-paired`, n=512), the
-same rows for every contender; training runs exactly `--steps` optimizer steps of `--batch-size` pairs
-(gradient accumulation 1, fp32, the same learning rate, optimizer, schedule and seed; no evaluation, no
+temporary directory). Data: the first rows of the toy paired dataset (`toy-paired`, n=512) that state a
+preference, written to one JSON Lines file that every contender reads; training runs exactly `--steps`
+optimizer steps of `--batch-size` pairs (gradient accumulation 1, fp32, the same learning rate, optimizer, schedule and seed; no evaluation, no
 checkpoints, logging off).
 
 Contenders run in one long-lived subprocess each (imports paid once; the driver alternates jobs between
@@ -13,10 +13,18 @@ them so repetitions interleave, in a rotating order, for `--reps` repetitions):
 * ``ours``        the library's own path (`alignment.kinds.static.build_trainer`: PreferenceTrainer +
                   CompletionCollator, packed), reference log-probs precomputed *and already cached on disk*
                   (a sweep's later runs): steady-state training throughput.
-* ``ours-cold``   the same with an empty reference cache: the one-off precomputation is part of the run.
-                  Its first run fills the cache ``ours`` reads; `--cold-reps` (default 1) runs in all.
+* ``ours-varlen`` ``ours`` with ``model.attn_implementation: varlen_sdpa``: each batch packed into one row,
+                  attention within each sequence only, the vocabulary projection on completion positions
+                  only (its own reference cache, filled the same way).
+* ``limit``       the ceiling for any DPO with cached reference log-probs: forward and backward of the policy
+                  alone on ``ours-varlen``'s packed tokens (per-sequence attention, completion positions
+                  projected), with a trivial loss (the mean of those logits), in the same Trainer loop.
 * ``trl``         `trl.DPOTrainer` with `DPOConfig` defaults (live reference model, padded batches).
 * ``trl-precomp`` the same with ``precompute_ref_log_probs=True`` (precomputed in the trainer's __init__).
+
+Cold (``--cold-steps``, default 100: a realistic first run): ``ours-cold``, ``ours-varlen-cold`` and
+``trl-precomp-cold`` train that many steps on as many fresh rows with an empty reference cache, so the
+reference pass over every row is part of the run; cold tokens/s = all tokens / (reference pass + training).
 
 Tokens are counted identically for everyone: non-padding prompt+completion tokens of each sequence (two per
 pair), taken from the features handed to the collator. Steady-state tokens/s = tokens of the steps after
@@ -34,8 +42,9 @@ they must agree across contenders) and the step-0 policy log-probs of the first 
 
     python scripts/bench_dpo.py [--steps 8] [--warmup 2] [--reps 3] [--batch-size 4] [--threads 1]
 
-Prints a table and, as its last line, one JSON object (``tokens_per_s``, ``trl_tokens_per_s`` and ``ratio``
-for the larger model: ours steady-state vs TRL default).
+Prints a table and, as its last line, one JSON object for the larger model: ``tokens_per_s``,
+``trl_tokens_per_s``, ``ratio`` (ours / TRL default), ``ratio_vs_trl_precompute``, ``fraction_of_limit``,
+``cold_ratio_vs_trl_precompute``, and the same for ``varlen_*``.
 """
 
 from __future__ import annotations
@@ -54,7 +63,9 @@ from alignment.models import resolve_model_path
 from alignment.toy.scaled import save_scaled_model
 
 TOY = Path(resolve_model_path("toy-base"))
-CONTENDERS = ("ours", "ours-cold", "trl", "trl-precomp")
+STEADY = ("ours", "ours-varlen", "limit", "trl", "trl-precomp")
+COLD = ("ours-cold", "ours-varlen-cold", "trl-precomp-cold")
+CONTENDERS = STEADY + COLD
 MAX_LENGTH = 256
 MAX_PROMPT_LENGTH = 128
 LEARNING_RATE = 1.0e-5
@@ -76,10 +87,28 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def dataset_spec(rows: int):
+def write_pairs(rows: int, folder: str) -> str:
+    """The first `rows` toy-paired rows that state a preference (chosen != rejected: the library drops the
+    others, TRL would train on them), as JSON Lines: every contender reads exactly these rows."""
+    from alignment.data.loading import load_dataset_spec
     from alignment.recipe.schema import DatasetSpec
 
-    return DatasetSpec(name="toy-paired", args={"n": DATASET_N}, num_samples=rows)
+    path = Path(folder) / f"pairs-{rows}.jsonl"
+    if not path.exists():
+        raw = load_dataset_spec(DatasetSpec(name="toy-paired", args={"n": DATASET_N}), seed=0)
+        kept = [
+            r for r in raw.select_columns(["prompt", "chosen", "rejected"]) if r["chosen"] != r["rejected"]
+        ]
+        if len(kept) < rows:
+            raise SystemExit(f"toy-paired n={DATASET_N} has {len(kept)} usable rows, fewer than {rows}")
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept[:rows]))
+    return str(path)
+
+
+def dataset_spec(opts: dict):
+    from alignment.recipe.schema import DatasetSpec
+
+    return DatasetSpec(name=opts["data"])
 
 
 class StepTimer:
@@ -130,7 +159,7 @@ def record_losses(trainer, store: list[float], first: int = 3) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- worker
-def build_ours(opts, cache_dir: str, output_dir: str):
+def build_ours(opts, cache_dir: str, output_dir: str, attn: str | None = None):
     """The library's path, as `alignment.kinds.static.StaticRun` takes it (precomputed reference, packed batches)."""
     from alignment.data.examples import load_examples
     from alignment.kinds.static import build_context, build_trainer
@@ -161,10 +190,10 @@ def build_ours(opts, cache_dir: str, output_dir: str):
     )
     recipe = Recipe(
         method=MethodConfig(name="dpo", params=DPOParams(beta=0.1)),
-        model=ModelConfig(name_or_path=opts["model"], reference_cache_dir=cache_dir),
-        data=DataConfig(
-            train=dataset_spec(opts["rows"]), max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH
+        model=ModelConfig(
+            name_or_path=opts["model"], reference_cache_dir=cache_dir, attn_implementation=attn
         ),
+        data=DataConfig(train=dataset_spec(opts), max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH),
         training=training,
         evaluation=EvaluationConfig(enabled=False),
         output_dir=output_dir,
@@ -194,7 +223,7 @@ def build_trl(opts, output_dir: str, precompute: bool):
     from alignment.data.loading import load_dataset_spec
     from alignment.models import load_causal_lm, load_tokenizer
 
-    raw = load_dataset_spec(dataset_spec(opts["rows"]), seed=0)
+    raw = load_dataset_spec(dataset_spec(opts), seed=0)
     # In memory: TRL's precompute cache then lives in a per-process temp dir, so every run precomputes anew.
     raw = Dataset.from_list(raw.select_columns(["prompt", "chosen", "rejected"]).to_list())
     tokenizer = load_tokenizer(opts["model"])
@@ -232,6 +261,18 @@ def build_trl(opts, output_dir: str, precompute: bool):
     return trainer, init_seconds
 
 
+def trivial_loss(trainer):
+    """`limit`'s loss: the mean of the policy's logits at the completion positions (the same forward and
+    backward a DPO step needs, nothing of the loss or the reference)."""
+    from alignment.policy.logps import completion_logits
+
+    def compute_loss(model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = completion_logits(model, inputs["sequences"]).float().mean()
+        return (loss, {}) if return_outputs else loss
+
+    return compute_loss
+
+
 def first_batch_logps(trainer, contender: str) -> list[float]:
     """Policy log-probs (chosen, rejected) of the first 2 rows of the train set, before any step."""
     import torch
@@ -241,7 +282,7 @@ def first_batch_logps(trainer, contender: str) -> list[float]:
     rows = [trainer.train_dataset[i] for i in range(2)]
     collator = trainer.data_collator.inner
     with torch.no_grad():
-        if contender.startswith("ours"):
+        if contender.startswith(("ours", "limit")):
             batch = collator(rows)["sequences"]
             return sequence_logps(trainer.model, batch).flatten().tolist()
         batch = collator(rows)
@@ -295,12 +336,17 @@ def worker(opts: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ref_seconds = 0.0
         truncation = ""
-        if contender in ("ours", "ours-cold"):
-            shared = contender == "ours" or opts.get("prep")
-            cache = opts["cache_dir"] if shared else str(Path(tmp) / "refcache")
-            trainer, ref_seconds, truncation = build_ours(opts, cache, str(Path(tmp) / "out"))
+        if contender.startswith(("ours", "limit")):
+            attn = "varlen_sdpa" if contender.startswith(("ours-varlen", "limit")) else None
+            cold = contender.endswith("-cold") and not opts.get("prep")
+            cache = str(Path(tmp) / "refcache") if cold else opts["cache_dir"] + ("-varlen" if attn else "")
+            trainer, ref_seconds, truncation = build_ours(opts, cache, str(Path(tmp) / "out"), attn)
+            if contender == "limit":
+                trainer.compute_loss = trivial_loss(trainer)
         else:
-            trainer, ref_seconds = build_trl(opts, str(Path(tmp) / "out"), contender == "trl-precomp")
+            trainer, ref_seconds = build_trl(
+                opts, str(Path(tmp) / "out"), contender.startswith("trl-precomp")
+            )
         logps = first_batch_logps(trainer, contender) if opts.get("sanity") else []
         timer = StepTimer()
         trainer.add_callback(timer.callback)
@@ -405,6 +451,55 @@ def fmt_range(values: list[float]) -> tuple[str, str, str]:
     return f"{statistics.median(values):9.0f}", f"{min(values):9.0f}", f"{max(values):9.0f}"
 
 
+def run_configs(args, contenders: list[str], tmp: str) -> tuple[list[str], dict, dict]:
+    """Every job of every config, interleaved; returns (configs, results by (config, contender), sanity)."""
+    steady = [k for k in contenders if k in STEADY]
+    cold = [k for k in contenders if k in COLD]
+    models = {"toy": str(TOY)}
+    if "large" in args.configs:
+        models["large"] = str(save_scaled_model(TOY, Path(tmp) / "large"))
+    configs = [c for c in args.configs.split(",") if c in models]
+    results: dict[tuple[str, str], list[dict]] = {(c, k): [] for c in configs for k in contenders}
+    sanity: dict[tuple[str, str], dict] = {}
+    # One process per contender, all started (and their imports done) before anything is timed.
+    started = time.time()
+    procs = {k: Contender(k, args.threads) for k in contenders}
+    for w in procs.values():
+        w.wait_ready()
+    print(f"  {len(procs)} worker processes ready after {time.time() - started:.0f} s", file=sys.stderr)
+    for config in configs:
+        common = dict(
+            steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, threads=args.threads,
+            rows=args.steps * args.batch_size, data=write_pairs(args.steps * args.batch_size, tmp),
+            config=config, model=models[config],
+            cache_dir=str(Path(tmp) / f"refcache-{config}"),
+        )  # fmt: skip
+        # Fill the reference caches the steady contenders read, as a sweep's first run would (not timed).
+        for name, fill in (("ours", "ours-cold"), ("ours-varlen", "ours-varlen-cold")):
+            users = [k for k in steady if k == name or (name == "ours-varlen" and k == "limit")]
+            if users:
+                procs[users[0]].run(dict(common, contender=fill, prep=True))
+        for rep in range(args.reps):
+            order = steady[rep % len(steady) :] + steady[: rep % len(steady)] if steady else []
+            for contender in order:
+                out = procs[contender].run(dict(common, contender=contender, sanity=rep == 0))
+                results[(config, contender)].append(out)
+                sanity.setdefault((config, contender), out)
+                progress(rep, config, contender, out)
+        cold_rows = args.cold_steps * args.batch_size
+        cold_job = dict(common, steps=args.cold_steps, rows=cold_rows, data=write_pairs(cold_rows, tmp),
+                        warmup=min(args.warmup, args.cold_steps - 1))  # fmt: skip
+        for rep in range(args.cold_reps):
+            for contender in cold[rep % len(cold) :] + cold[: rep % len(cold)]:
+                out = procs[contender].run(dict(cold_job, contender=contender, sanity=rep == 0))
+                results[(config, contender)].append(out)
+                sanity.setdefault((config, contender), out)
+                progress(rep, config, contender, out)
+    for w in procs.values():
+        w.close()
+    return configs, results, sanity
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -416,73 +511,37 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--configs", default="toy,large")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
-    parser.add_argument(
-        "--cold-reps",
-        type=int,
-        default=1,
-        help="ours-cold runs per config (the first fills the shared cache)",
-    )
+    parser.add_argument("--cold-steps", type=int, default=100, help="length of the cold (first) runs")
+    parser.add_argument("--cold-reps", type=int, default=1, help="runs of each cold contender per config")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
         return
+    contenders = args.contenders.split(",")
+    unknown = [k for k in contenders if k not in CONTENDERS]
+    if unknown:
+        parser.error(f"unknown contenders {unknown}; valid: {', '.join(CONTENDERS)}")
+    if max(args.steps, args.cold_steps) * args.batch_size > DATASET_N:
+        parser.error(f"steps x batch size must fit the {DATASET_N} rows of the benchmark's data")
 
     started = time.time()
-    contenders = args.contenders.split(",")
-    if "ours-cold" not in contenders:  # its first run fills the reference cache `ours` reads
-        contenders.append("ours-cold")
-    rows = args.steps * args.batch_size  # exactly one epoch: the cold runs precompute what they train on
     with tempfile.TemporaryDirectory(prefix="bench_dpo_") as tmp:
-        models = {"toy": str(TOY)}
-        if "large" in args.configs:
-            models["large"] = str(save_scaled_model(TOY, Path(tmp) / "large"))
-        configs = [c for c in args.configs.split(",") if c in models]
-        results: dict[tuple[str, str], list[dict]] = {(c, k): [] for c in configs for k in contenders}
-        base = dict(
-            steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, threads=args.threads, rows=rows
-        )
-        sanity: dict[tuple[str, str], dict] = {}
-        # One process per (config, contender), all started (and their imports done) before anything is timed.
-        procs = {k: Contender(k, args.threads) for k in contenders}
-        workers = {(c, k): procs[k] for c in configs for k in contenders}
-        for w in procs.values():
-            w.wait_ready()
-        print(f"  {len(procs)} worker processes ready after {time.time() - started:.0f} s", file=sys.stderr)
-        for config in configs:
-            common = dict(
-                base, config=config, model=models[config], cache_dir=str(Path(tmp) / f"refcache-{config}")
-            )
-            # Fill our reference cache, as a sweep's first run would; this run is also the first cold sample.
-            out = workers[(config, "ours-cold")].run(
-                dict(common, contender="ours-cold", prep=True, sanity=True)
-            )
-            results[(config, "ours-cold")].append(out)
-            sanity[(config, "ours-cold")] = out
-            progress(0, config, "ours-cold", out)
-            for rep in range(args.reps):
-                order = [k for k in contenders if k != "ours-cold" or rep < args.cold_reps - 1]
-                order = order[rep % len(order) :] + order[: rep % len(order)]
-                for contender in order:
-                    out = workers[(config, contender)].run(dict(common, contender=contender, sanity=rep == 0))
-                    results[(config, contender)].append(out)
-                    sanity.setdefault((config, contender), out)
-                    progress(rep, config, contender, out)
-        for w in procs.values():
-            w.close()
+        configs, results, sanity = run_configs(args, contenders, tmp)
 
     print(
         f"\nDPO training throughput: {args.steps} steps x {args.batch_size} pairs (warm-up {args.warmup} "
-        f"excluded), {rows} rows of toy-paired, max_length {MAX_LENGTH}, fp32, {args.threads} threads, "
-        f"median of {args.reps} interleaved reps; wall {time.time() - started:.0f} s"
+        f"excluded) of toy-paired, max_length {MAX_LENGTH}, fp32, {args.threads} threads, median of "
+        f"{args.reps} interleaved reps; cold: {args.cold_steps} steps on fresh rows, empty reference cache; "
+        f"wall {time.time() - started:.0f} s"
     )
     print(
         "tokens = non-padding prompt+completion tokens; memory = max over reps of ru_maxrss "
         "per job, reset at its start (+run: minus RSS at the job's start)\n"
     )
     header = (
-        f"{'config':6s} {'contender':12s} {'n':>2s} {'tok/s med':>9s} {'min':>9s} {'max':>9s} {'cold tok/s':>10s} "
-        f"{'ref s':>6s} {'peak MiB':>8s} {'+run':>7s}"
+        f"{'config':6s} {'contender':17s} {'n':>2s} {'tok/s med':>9s} {'min':>9s} {'max':>9s} {'cold tok/s':>10s} "
+        f"{'ref s':>6s} {'train s':>7s} {'peak MiB':>8s} {'+run':>7s}"
     )
     print(header)
     print("-" * len(header))
@@ -493,11 +552,13 @@ def main() -> None:
             steady = [r["steady_tokens_per_s"] for r in runs]
             cold = statistics.median(r["cold_tokens_per_s"] for r in runs)
             ref = statistics.median(r["ref_seconds"] for r in runs)
+            train = statistics.median(r["train_seconds"] for r in runs)
             peak = max(r["peak_rss_mib"] for r in runs)
             delta = max(r["peak_rss_mib"] - r["baseline_rss_mib"] for r in runs)
             med, lo, hi = fmt_range(steady)
             print(
-                f"{config:6s} {contender:12s} {len(runs):2d} {med} {lo} {hi} {cold:10.0f} {ref:6.2f} {peak:8.0f} {delta:7.0f}"
+                f"{config:6s} {contender:17s} {len(runs):2d} {med} {lo} {hi} {cold:10.0f} {ref:6.2f} {train:7.1f} "
+                f"{peak:8.0f} {delta:7.0f}"
             )
             summary.setdefault(config, {})[contender] = statistics.median(steady)
             summary[config][contender + "_cold"] = cold
@@ -505,7 +566,9 @@ def main() -> None:
     print(
         "\n'ref s': reference precomputation (ours) / DPOTrainer.__init__ incl. its precomputation (TRL), s"
     )
-    print("cold tok/s: all tokens / (ref s + trainer.train() wall)\n")
+    print(
+        "cold tok/s: all tokens / (ref s + trainer.train() wall); for steady contenders, of their short runs\n"
+    )
 
     print("sanity (rep 0): step-1 loss, steps 2-3 loss, step-0 policy logps of rows 0-1 (chosen, rejected)")
     for config in configs:
@@ -514,7 +577,7 @@ def main() -> None:
             losses = ", ".join(f"{x:.6f}" for x in r["losses"])
             logps = ", ".join(f"{x:.4f}" for x in r["first_logps"])
             print(
-                f"  {config:6s} {contender:12s} loss [{losses}]  logps [{logps}]  first-step tokens "
+                f"  {config:6s} {contender:17s} loss [{losses}]  logps [{logps}]  first-step tokens "
                 f"{r['step_tokens'][0]}"
             )
         if results[(config, contenders[0])][0]["truncation"]:
@@ -522,17 +585,33 @@ def main() -> None:
 
     key = "large" if "large" in summary else configs[-1]
     s = summary[key]
+    nan = float("nan")
+
+    def ratio(a: str, b: str) -> float:
+        return round(s.get(a, nan) / s.get(b, nan), 3)
+
     line = {
         "config": key,
-        "tokens_per_s": round(s.get("ours", float("nan")), 1),
-        "trl_tokens_per_s": round(s.get("trl", float("nan")), 1),
-        "ratio": round(s.get("ours", float("nan")) / s.get("trl", float("nan")), 3),
-        "ratio_vs_trl_precompute": round(s.get("ours", float("nan")) / s.get("trl-precomp", float("nan")), 3),
-        "cold_tokens_per_s": round(s.get("ours-cold_cold", float("nan")), 1),
-        "trl_precomp_cold_tokens_per_s": round(s.get("trl-precomp_cold", float("nan")), 1),
-        "toy_ratio": round(summary["toy"]["ours"] / summary["toy"]["trl"], 3) if "toy" in summary else None,
+        "tokens_per_s": round(s.get("ours", nan), 1),
+        "trl_tokens_per_s": round(s.get("trl", nan), 1),
+        "ratio": ratio("ours", "trl"),
+        "ratio_vs_trl_precompute": ratio("ours", "trl-precomp"),
+        "fraction_of_limit": ratio("ours", "limit"),
+        "cold_tokens_per_s": round(s.get("ours-cold_cold", nan), 1),
+        "trl_precomp_cold_tokens_per_s": round(s.get("trl-precomp-cold_cold", nan), 1),
+        "cold_ratio_vs_trl_precompute": ratio("ours-cold_cold", "trl-precomp-cold_cold"),
+        "limit_tokens_per_s": round(s.get("limit", nan), 1),
+        "varlen_tokens_per_s": round(s.get("ours-varlen", nan), 1),
+        "varlen_ratio": ratio("ours-varlen", "trl"),
+        "varlen_ratio_vs_trl_precompute": ratio("ours-varlen", "trl-precomp"),
+        "varlen_fraction_of_limit": ratio("ours-varlen", "limit"),
+        "varlen_cold_ratio_vs_trl_precompute": ratio("ours-varlen-cold_cold", "trl-precomp-cold_cold"),
+        "toy_ratio": round(summary["toy"]["ours"] / summary["toy"]["trl"], 3)
+        if "toy" in summary and "ours" in summary["toy"] and "trl" in summary["toy"]
+        else None,
         "steps": args.steps,
         "warmup": args.warmup,
+        "cold_steps": args.cold_steps,
         "batch_size": args.batch_size,
         "reps": args.reps,
         "threads": args.threads,

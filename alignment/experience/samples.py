@@ -40,7 +40,7 @@ class Experience:
     def num_examples(self) -> int:
         return len(self.prompt_ids)
 
-    def sequences(self, *, pad_token_id: int, pack_length: int) -> SequenceBatch:
+    def sequences(self, *, pad_token_id: int, pack_length: int | None) -> SequenceBatch:
         return build_packed_batch(
             self.prompt_ids, self.completion_ids, pad_token_id=pad_token_id, pack_length=pack_length
         )

@@ -106,6 +106,7 @@ class OnPolicyRun(PolicyRun):
     def build_trainer(self, tokenizer, make_args):
         from alignment.experience.labellers import LabellerContext
         from alignment.policy.build import build_policy
+        from alignment.policy.varlen import uses_varlen
         from alignment.rewards import build_reward
         from alignment.sampling.factory import build_sampler, sampling_params_from_config
         from alignment.trainers.online import OnlineTrainer, PromptCollator
@@ -147,7 +148,9 @@ class OnPolicyRun(PolicyRun):
             sampler=build_sampler(recipe.sampling, model, tokenizer, recipe.model.name_or_path),
             labeller=labeller,
             sampling_params=params,
-            pack_length=(recipe.data.max_prompt_length + recipe.sampling.max_new_tokens)
+            pack_length=None
+            if uses_varlen(model)
+            else (recipe.data.max_prompt_length + recipe.sampling.max_new_tokens)
             * self.objective.num_completions,
         )
 

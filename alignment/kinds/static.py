@@ -31,9 +31,12 @@ def build_context(recipe: Recipe, model, tokenizer):
 def build_trainer(recipe, model, tokenizer, objective, mode, ref_model, train, evaluation, make_args=None):
     """`PreferenceTrainer` on packed batches of the method's examples."""
     from alignment.policy.batching import CompletionCollator
+    from alignment.policy.varlen import uses_varlen
     from alignment.trainers.base import PreferenceTrainer
 
-    pack_length = recipe.data.max_length * max(2, objective.num_completions)
+    # Rows of a few sequences under sdpa (its mask makes attention grow with the row); one row per batch
+    # under varlen_sdpa, which attends within each sequence only (and projects completion positions only).
+    pack_length = None if uses_varlen(model) else recipe.data.max_length * max(2, objective.num_completions)
     return PreferenceTrainer(
         model=model,
         args=make_args() if make_args is not None else training_arguments(recipe),

@@ -43,6 +43,7 @@ class SequenceBatch:
     target_seq: torch.Tensor  # (M,) in [0, N)
     num_examples: int  # B
     num_completions: int  # C
+    cu_seq_lens: torch.Tensor | None = None  # (N+1,) int32 sequence starts of a one-row pack (varlen kernels)
 
     @property
     def num_sequences(self) -> int:
@@ -67,6 +68,7 @@ class SequenceBatch:
             target_seq=self.target_seq.to(device),
             num_examples=self.num_examples,
             num_completions=self.num_completions,
+            cu_seq_lens=move(self.cu_seq_lens),
         )
 
 
@@ -124,9 +126,10 @@ def build_packed_batch(
     completions: Sequence[Sequence[Sequence[int]]],
     *,
     pad_token_id: int,
-    pack_length: int,
+    pack_length: int | None,
 ) -> SequenceBatch:
-    """Padding-free rows of at most `pack_length` tokens (first-fit in order); sequences never split.
+    """Padding-free rows of at most `pack_length` tokens (first-fit in order; None: one row holding them all);
+    sequences never split. A one-row pack also carries its sequence boundaries (`cu_seq_lens`).
 
     Rows are filled greedily in order, so the result is deterministic and every sequence keeps its index.
     A sequence longer than `pack_length` gets a row of its own. Rows are right-padded to the longest row;
@@ -138,7 +141,7 @@ def build_packed_batch(
     row_lengths: list[int] = []
     for index, (prompt, completion) in enumerate(_sequences(prompt_ids, completions)):
         length = len(prompt) + len(completion)
-        if rows and row_lengths[-1] + length <= pack_length:
+        if rows and (pack_length is None or row_lengths[-1] + length <= pack_length):
             rows[-1].append((index, prompt, completion))
             row_lengths[-1] += length
         else:
@@ -162,10 +165,17 @@ def build_packed_batch(
         if offset < width:  # padding keeps counting up so it is not mistaken for a new sequence start
             last = int(position_ids[r, offset - 1])
             position_ids[r, offset:] = torch.arange(last + 1, last + 1 + width - offset)
+    cu_seq_lens = None
+    if len(rows) == 1:
+        starts = [0]
+        for _, prompt, completion in rows[0]:
+            starts.append(starts[-1] + len(prompt) + len(completion))
+        cu_seq_lens = torch.tensor(starts, dtype=torch.int32)
     return SequenceBatch(
         input_ids=input_ids,
         attention_mask=None,
         position_ids=position_ids,
+        cu_seq_lens=cu_seq_lens,
         target_positions=torch.tensor(positions, dtype=torch.long),
         target_ids=torch.tensor(targets, dtype=torch.long),
         target_seq=torch.tensor(seqs, dtype=torch.long),
@@ -181,7 +191,7 @@ class CompletionCollator:
     into tensors under their own names; text columns are dropped.
     """
 
-    def __init__(self, pad_token_id: int, *, packed: bool = True, pack_length: int = 1024):
+    def __init__(self, pad_token_id: int, *, packed: bool = True, pack_length: int | None = 1024):
         self.pad_token_id = pad_token_id
         self.packed = packed
         self.pack_length = pack_length

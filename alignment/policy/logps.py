@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from alignment.policy.batching import SequenceBatch
+from alignment.policy.varlen import uses_varlen
 
 
 def gather_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -29,12 +30,18 @@ def completion_logits(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
     """
     rows, width = batch.input_ids.shape
     if rows == 1:
+        varlen = {}
+        if batch.cu_seq_lens is not None and uses_varlen(model):  # per-sequence attention (`varlen_sdpa`)
+            longest = int((batch.cu_seq_lens[1:] - batch.cu_seq_lens[:-1]).max())
+            varlen = dict(cu_seq_lens_q=batch.cu_seq_lens, cu_seq_lens_k=batch.cu_seq_lens,
+                          max_length_q=longest, max_length_k=longest)  # fmt: skip
         out = model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             logits_to_keep=batch.target_positions,
             use_cache=False,
+            **varlen,
         )
         return out.logits[0]
     out = model(

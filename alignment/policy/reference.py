@@ -27,10 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from alignment.policy.batching import COMPLETIONS, REF_LOGPS, build_padded_batch
+from alignment.policy.batching import COMPLETIONS, REF_LOGPS, build_packed_batch, build_padded_batch
 from alignment.policy.logps import sequence_logps
+from alignment.policy.varlen import uses_varlen
 
 logger = logging.getLogger(__name__)
+
+VARLEN_BATCH_SIZE = 64  # examples per packed reference row under varlen_sdpa (activations only: no gradients)
 
 
 @contextlib.contextmanager
@@ -74,17 +77,32 @@ def model_weights_hash(model: nn.Module) -> str:
 def compute_reference_logps(
     model: nn.Module, dataset, *, pad_token_id: int, batch_size: int = 16, mode: str = "copy"
 ) -> np.ndarray:
-    """(rows, C) reference log-probs of every completion, batched, in eval mode, without gradients."""
+    """(rows, C) reference log-probs of every completion, batched, in eval mode, without gradients.
+
+    Under `varlen_sdpa` the pass packs `VARLEN_BATCH_SIZE` examples into one row (per-sequence attention, the
+    vocabulary projection on completion positions only): forward-only work at the training step's layout.
+    """
     was_training = model.training
     model.eval()
     out = []
+    varlen = uses_varlen(model)
+    if varlen:
+        batch_size = max(batch_size, VARLEN_BATCH_SIZE)
     try:
         with reference_context(model, mode if mode == "adapter" else "copy"):
             for start in range(0, len(dataset), batch_size):
                 rows = dataset[start : start + batch_size]
-                batch = build_padded_batch(
-                    rows["prompt_input_ids"], rows[COMPLETIONS], pad_token_id=pad_token_id
-                )
+                if varlen:
+                    batch = build_packed_batch(
+                        rows["prompt_input_ids"],
+                        rows[COMPLETIONS],
+                        pad_token_id=pad_token_id,
+                        pack_length=None,
+                    )
+                else:
+                    batch = build_padded_batch(
+                        rows["prompt_input_ids"], rows[COMPLETIONS], pad_token_id=pad_token_id
+                    )
                 device = next(model.parameters()).device
                 out.append(sequence_logps(model, batch.to(device)).double().cpu().numpy())
     finally:
@@ -104,7 +122,8 @@ def add_reference_logps(
     """The dataset with a `ref_logps` column, from the on-disk cache when data and weights match."""
     cache_file = None
     if cache_dir is not None:
-        key = f"{dataset_content_hash(dataset)}-{model_weights_hash(model)}-{mode}"
+        kernel = "-varlen" if uses_varlen(model) else ""  # its values differ from sdpa's in the last bits
+        key = f"{dataset_content_hash(dataset)}-{model_weights_hash(model)}-{mode}{kernel}"
         cache_file = Path(cache_dir) / f"{key}.npy"
         if cache_file.exists():
             values = np.load(cache_file)

@@ -95,7 +95,7 @@ class OnlineTrainer(PreferenceTrainer):
         sampler: Sampler,
         labeller: Labeller,
         sampling_params: SamplingParams,
-        pack_length: int,
+        pack_length: int | None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
