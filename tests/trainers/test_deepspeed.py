@@ -116,7 +116,10 @@ def test_saved_model_loads_and_matches_single_process(runs, stage):
     moved = max((saved[k] - initial[k]).abs().max().item() for k in initial)
     off = max((saved[k] - single[k]).abs().max().item() for k in initial)
     assert moved > 1e-4, "the saved model is the initial one"
-    assert off < 1e-5 < moved / 10, (off, moved)  # single-process vs sharded: ~2e-7 measured
+    # Single-process vs sharded: the gradients agree to the last bits (first-step test), but Adam divides each
+    # update by √v, so a parameter whose gradients are tiny turns last-bit differences into update differences
+    # of up to the learning rate: measured 2e-7 and, on other batches, 1.1e-5 (2.7 % of the 4e-4 moved).
+    assert off < moved / 20, (off, moved)
     assert (runs[stage] / "tokenizer.json").exists()
 
 
