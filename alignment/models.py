@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,26 @@ def weights_sha256(name_or_path: str) -> str:
     return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else name_or_path
 
 
+def hub_host() -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection within `timeout` s (False under HF_HUB_OFFLINE): checked
+    before a hub lookup, which otherwise retries for half a minute on a machine without internet."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection((hub_host(), 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "tokenizer_config.json")
 
 
@@ -89,9 +110,16 @@ def check_model_name(name: str, what: str, *, trust_remote_code: bool = False) -
         raise DataError(f"{what}: model directory '{name}' does not exist (looked for {path.resolve()})")
     from transformers import AutoConfig
 
+    offline = not hub_reachable()  # then only the local hub cache can answer: ask it, without retries
     try:
-        AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+        AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code, local_files_only=offline)
     except (OSError, ValueError) as err:
+        if offline:
+            raise DataError(
+                f"{what}: '{name}' is neither a local directory (looked for {path.resolve()}) nor in the hub cache, "
+                f"and the hub ({hub_host()}) cannot be reached from this machine; give a model directory or an "
+                "alias (toy-base, toy-rm)"
+            ) from None
         raise DataError(
             f"{what}: cannot load '{name}' ({type(err).__name__}: {str(err).splitlines()[0]}); give a model "
             "directory, an alias (toy-base) or a hub id this machine can reach"

@@ -54,3 +54,24 @@ def test_custom_model_code_needs_trust_remote_code(tiny_model_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert "needs its own model code (config.json auto_map, model_type 'my_custom_llama'" in err
     assert "set model.trust_remote_code: true only if you trust that code" in err
+
+
+def test_a_name_that_is_neither_local_nor_reachable_fails_at_once(tmp_path, capsys, monkeypatch):
+    """Without a reachable hub (here: an endpoint that refuses connections) the hub cache alone is asked,
+    instead of half a minute of retries, and the message says both places were looked at."""
+    from alignment.models import hub_reachable
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.chdir(tmp_path)  # no runs/ here: 'runs/reward_modell' is also a valid hub id
+    assert not hub_reachable()
+    repo = Path(__file__).resolve().parents[2]
+    args = [str(repo / "recipes" / "online_dpo.yaml"), "reward.name_or_path=runs/reward_modell", "--dry-run"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"error: reward.name_or_path: 'runs/reward_modell' is neither a local directory (looked for "
+        f"{tmp_path}/runs/reward_modell) nor in the hub cache, and the hub (127.0.0.1) cannot be reached"
+    ) in err
+    monkeypatch.delenv("HF_ENDPOINT")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not hub_reachable()
