@@ -2,11 +2,16 @@
 
 log π(y|x) = Σ_t log π(y_t | x, y_<t) over completion tokens only (prompt and padding masked), as DPO, IPO,
 KTO, BCO and D²O all define it. Only the positions that predict a completion token are projected onto
-the vocabulary (`logits_to_keep` for packed rows, a hidden-state gather otherwise), which saves the
-(N, T, V) logits tensor that dominates memory for large vocabularies.
+the vocabulary where that gives the same numbers: `logits_to_keep` for one-row packs, and a hidden-state
+gather for several rows in passes without gradients (reference log-probs, evaluation). That saves the
+(N, T, V) logits tensor that dominates memory for large vocabularies. A training step over several rows still
+projects every position (gathering first changes the head's gradient in its last bits); `varlen_sdpa` packs a
+batch into one row instead (`alignment.policy.varlen`).
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from torch import nn
@@ -44,13 +49,40 @@ def completion_logits(model: nn.Module, batch: SequenceBatch) -> torch.Tensor:
             **varlen,
         )
         return out.logits[0]
-    out = model(
+    inputs = dict(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         use_cache=False,
     )
-    return out.logits.reshape(rows * width, -1)[batch.target_positions]
+    if not torch.is_grad_enabled():
+        logits = _projected_at_targets(model, batch, inputs)
+        if logits is not None:
+            return logits
+    return model(**inputs).logits.reshape(rows * width, -1)[batch.target_positions]
+
+
+_EXACT: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _projected_at_targets(model: nn.Module, batch: SequenceBatch, inputs: dict) -> torch.Tensor | None:
+    """Passes without gradients (reference log-probs, evaluation) over several rows: the final hidden states at
+    the target positions through the output head, instead of every position's logits. The same numbers — checked
+    bit for bit against the model's own logits on its first batch, else never used for that model (a model that
+    scales or caps its logits) — for a fraction of the vocabulary projection and its memory. (With gradients the
+    two paths differ in the last bits of the head's gradient, which would move training results.)"""
+    unwrapped = getattr(model, "module", model)  # DeepSpeed / DDP wrappers; peft forwards the attribute
+    head = unwrapped.get_output_embeddings() if hasattr(unwrapped, "get_output_embeddings") else None
+    if head is None or _EXACT.get(unwrapped) is False:
+        return None
+    rows, width = batch.input_ids.shape
+    out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+    logits = head(out.hidden_states[-1].reshape(rows * width, -1)[batch.target_positions])
+    if unwrapped not in _EXACT:
+        full = model(**inputs).logits.reshape(rows * width, -1)[batch.target_positions]
+        _EXACT[unwrapped] = torch.equal(logits, full)
+        return full
+    return logits
 
 
 def sum_per_sequence(per_token: torch.Tensor, batch: SequenceBatch) -> torch.Tensor:

@@ -94,3 +94,31 @@ def test_reference_cache_reused_and_exact(model, examples, tmp_path, completion_
     np.testing.assert_allclose(
         np.asarray(first[REF_LOGPS]), np.asarray(want), rtol=0, atol=1e-5
     )  # rotary tables are float32 even in a float64 model
+
+
+def test_passes_without_gradients_project_only_the_targets_bit_for_bit(model, examples, monkeypatch):
+    """Several rows without gradients: the final hidden states at the targets go through the head, and the
+    numbers equal the model's own logits exactly; with gradients the full projection runs."""
+    from alignment.policy import logps as module
+
+    prompts, completions = examples
+    batch = build_padded_batch(prompts, completions, pad_token_id=PAD)
+    with torch.no_grad():
+        full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        want = full.reshape(-1, full.shape[-1])[batch.target_positions]
+        assert torch.equal(
+            module.completion_logits(model, batch), want
+        )  # first call: checked against the full
+        assert module._EXACT[model] is True
+        kept = []
+        forward = type(model).forward
+        monkeypatch.setattr(
+            type(model),
+            "forward",
+            lambda self, **kw: kept.append(kw.get("logits_to_keep")) or forward(self, **kw),
+        )
+        assert torch.equal(module.completion_logits(model, batch), want)
+    assert kept == [1]  # one forward, one position's logits: the rest is the gather
+    kept.clear()
+    module.completion_logits(model, batch)  # with gradients: every position, as before
+    assert kept == [None]
