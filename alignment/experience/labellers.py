@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alignment.distributed import main_process_first
 from alignment.experience.samples import Samples
 from alignment.policy.batching import COMPLETIONS
 from alignment.policy.reference import compute_reference_logps, model_weights_hash, reference_context
@@ -233,8 +234,9 @@ class CalibratedRewardLabeller(Labeller):
       chooses which inference-time win rate it optimises;
     * the resolution is 1/(2m) and C saturates at 1 once a sample beats all m (the paper's pitfall 2):
       choose m for the quantile that matters;
-    * every process samples references for every training prompt (not only its shard), so all processes
-      hold the same table; the cost is m samples per prompt per process, once.
+    * every process holds the references of every training prompt (not only its shard). With a rollout
+      cache, the main process samples them and the others load its file (`main_process_first`); without
+      one, every process samples them (the same draws: the same seed), m samples per prompt, once.
     """
 
     needs_reward = True
@@ -283,13 +285,14 @@ class CalibratedRewardLabeller(Labeller):
     def prepare(self, prompts: Sequence[str]) -> None:
         unique = list(dict.fromkeys(prompts))
         started = time.perf_counter()
-        rewards = self.cache.load(unique) if self.cache is not None else None
-        if rewards is None:
-            with self.reference_scope():
-                completions = self.reference_sampler.generate(unique, self.params)
-            rewards = completions.score(self.reward).cpu()
-            if self.cache is not None:
-                self.cache.save(unique, rewards)
+        with main_process_first() if self.cache is not None else contextlib.nullcontext():
+            rewards = self.cache.load(unique) if self.cache is not None else None
+            if rewards is None:
+                with self.reference_scope():
+                    completions = self.reference_sampler.generate(unique, self.params)
+                rewards = completions.score(self.reward).cpu()
+                if self.cache is not None:
+                    self.cache.save(unique, rewards)
         seconds = time.perf_counter() - started
         hit = self.cache is not None and self.cache.hit
         self.reference_rewards = dict(zip(unique, rewards, strict=True))
