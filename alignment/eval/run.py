@@ -125,6 +125,12 @@ class RecipeEvaluator:
             )
         self._reference: tuple[nn.Module, Any] | None = None  # (model, tokenizer) once loaded
 
+    def share_initial_model(self, model: nn.Module) -> None:
+        """Use `model`, already loaded and unchanged from `model.name_or_path`, as the reference too (when the
+        recipe names no other): an untrained run (URIAL) then holds its base model once, not twice."""
+        if self.recipe.evaluation.reference is None:
+            self._reference = (model, self.tokenizer)
+
     def __call__(self, model: nn.Module) -> dict[str, Any]:
         """`model` (the run's policy; a DDP/DeepSpeed wrapper is looked through) against the reference."""
         model = getattr(model, "module", model)

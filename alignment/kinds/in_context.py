@@ -79,8 +79,9 @@ class InContextRun(RunKind):
         m = recipe.model
         model = load_causal_lm(
             m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code, dtype=m.dtype
-        )
-        return evaluator.final(model.to("cuda" if torch.cuda.is_available() else "cpu"))
+        ).to("cuda" if torch.cuda.is_available() else "cpu")
+        evaluator.share_initial_model(model)  # the plain base model is the reference: the same weights
+        return evaluator.final(model)
 
     def print_summary(self, trainer, result: dict[str, Any] | None) -> None:
         del trainer
