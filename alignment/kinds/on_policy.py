@@ -169,11 +169,12 @@ class OnPolicyRun(PolicyRun):
 
 
 def write_stats(output_dir: str, trainer, seconds: float, labeller_stats: dict | None = None) -> None:
-    """output_dir/online_stats.json: pair totals (the offline arm's `n`), the mean per-step time split and,
+    """output_dir/online_stats.json: pair totals (the offline arm's `n`), the mean per-step time split (sample,
+    score, train = forward and backward, sync; step = the whole optimizer step's wall time) and,
     for a labeller that prepares (CTRL's reference rollouts), how it did."""
     steps = trainer.step_seconds
     split = (
-        {k: sum(s[k] for s in steps) / len(steps) for k in ("sample", "score", "train", "sync")}
+        {k: sum(s[k] for s in steps) / len(steps) for k in ("sample", "score", "train", "sync", "step")}
         if steps
         else {}
     )

@@ -109,6 +109,7 @@ class OnlineTrainer(PreferenceTrainer):
         self.step_seconds: list[dict[str, float]] = []  # per optimizer step: the time split (bench script)
         self._step: dict[str, float] = defaultdict(float)  # this optimizer step's sums
         self._micro = 0  # micro-batch index within the optimizer step (sampling seed)
+        self._step_started = 0.0  # wall clock at the optimizer step's first micro-batch
         self._sync_pending = False
         self.add_callback(_StepEnd(self))
 
@@ -120,6 +121,8 @@ class OnlineTrainer(PreferenceTrainer):
         return dataclasses.replace(self.sampling_params, seed=seed)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._micro == 0:
+            self._step_started = time.perf_counter()
         if self._sync_pending:
             self.sync_weights()
         tokenizer = self.processing_class
@@ -192,6 +195,7 @@ class OnlineTrainer(PreferenceTrainer):
         self._store_metrics({k: torch.tensor(float(v)) for k, v in step.items()}, "train")
         self.step_seconds.append(
             {k.removeprefix("time/"): v for k, v in step.items() if k.startswith("time/")}
+            | {"step": time.perf_counter() - self._step_started}  # all of it: + optimizer, collation, logging
         )
         self._step.clear()
         self._micro = 0
