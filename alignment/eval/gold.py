@@ -151,27 +151,33 @@ def kl_on_samples(
     temperature: float = 1.0,
     batch_size: int = 32,
     desc: str = "KL",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P, n) exact per-token KL sums and (P, n) log-ratios log π_T(y)/π_ref,T(y) of the policy's samples.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(P, n) exact per-token KL sums and (P, n) log-ratios log π_T(y)/π_ref,T(y) of the policy's samples, and
+    the same log-ratios at temperature 1 (the implicit reward; the T ones again when T = 1).
 
-    Both at `temperature` T (logits / T), the distributions that were sampled: the same token ids are scored
-    by each side's scorer behind its own rendered prompt. The two sides are scored one after the other, so one
-    peft model can be both (its adapter on for the policy, off for the reference).
+    KL and the first ratios at `temperature` T (logits / T), the distributions that were sampled: the same
+    token ids are scored by each side's scorer behind its own rendered prompt. The two sides are scored one
+    after the other, so one peft model can be both (its adapter on for the policy, off for the reference).
+    The temperature-1 ratios come from the same logits, not from a second pass.
     """
     from tqdm.auto import tqdm
 
     prompts, token_ids = completions.prompts, completions.token_ids
-    kls, ratios = [], []
+    kls, ratios, implicit = [], [], []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=len(starts) < PROGRESS_MIN_BATCHES):
         chunk, comps = prompts[start : start + batch_size], token_ids[start : start + batch_size]
-        pol_logits, batch = policy_completion_logits(policy, chunk, comps)
-        ref_logits = policy_completion_logits(reference, chunk, comps)[0].to(pol_logits.device)
-        pol_logits, ref_logits = pol_logits / temperature, ref_logits / temperature
+        raw_pol, batch = policy_completion_logits(policy, chunk, comps)
+        raw_ref = policy_completion_logits(reference, chunk, comps)[0].to(raw_pol.device)
+        pol_logits, ref_logits = raw_pol / temperature, raw_ref / temperature
         kls.append(sequence_kl(pol_logits, ref_logits, batch).double().cpu())
         delta = gather_logps(pol_logits, batch.target_ids) - gather_logps(ref_logits, batch.target_ids)
         ratios.append(sum_per_sequence(delta, batch).double().cpu())
-    return torch.cat(kls), torch.cat(ratios)
+        if temperature != 1:
+            delta = gather_logps(raw_pol, batch.target_ids) - gather_logps(raw_ref, batch.target_ids)
+            implicit.append(sum_per_sequence(delta, batch).double().cpu())
+    ratio = torch.cat(ratios)
+    return torch.cat(kls), ratio, torch.cat(implicit) if implicit else ratio
 
 
 def evaluate(
@@ -209,18 +215,13 @@ def evaluate(
     phase(f"sampling the policy, {len(prompts)} prompts × {n}")
     policy_out = policy.generate(prompts, params)
     phase("KL and implicit rewards, then scoring both sides")
-    kl, ratio = kl_on_samples(
+    kl, ratio, implicit_pol = kl_on_samples(
         policy, reference, policy_out, temperature=settings.temperature, desc="KL, policy samples"
     )
     pol_texts, ref_texts = policy_out.flat_texts(), ref_out.flat_texts()
     pol_rewards, ref_rewards = policy_out.score(reward), ref_out.score(reward)
     # the implicit reward log π/π_ref (temperature 1) of both sample sets, for the pairwise-classifier accuracy
-    implicit_pol = (
-        ratio
-        if settings.temperature == 1
-        else kl_on_samples(policy, reference, policy_out, desc="implicit reward, policy samples")[1]
-    )
-    implicit_ref = kl_on_samples(policy, reference, ref_out, desc="implicit reward, reference samples")[1]
+    implicit_ref = kl_on_samples(policy, reference, ref_out, desc="implicit reward, reference samples")[2]
     accuracy_base, pairs_base = pairwise_accuracy(implicit_ref, ref_rewards)
     accuracy_own, pairs_own = pairwise_accuracy(implicit_pol, pol_rewards)
     lengths = torch.tensor([len(ids) for per in policy_out.token_ids for ids in per], dtype=torch.float64)

@@ -65,7 +65,7 @@ def test_kl_matches_a_naive_per_prefix_loop(
     params = SamplingParams(n=2, temperature=temperature, max_new_tokens=12, seed=3)
     samples = policy.generate(prompts_for(6, seed=5), params)
 
-    kl, ratio = kl_on_samples(policy, reference, samples, temperature=temperature, batch_size=4)
+    kl, ratio, implicit = kl_on_samples(policy, reference, samples, temperature=temperature, batch_size=4)
 
     assert kl.shape == ratio.shape == (6, 2)
     want = torch.tensor(
@@ -78,6 +78,10 @@ def test_kl_matches_a_naive_per_prefix_loop(
     torch.testing.assert_close(kl, want[..., 0], rtol=0, atol=KL_ATOL)
     torch.testing.assert_close(ratio, want[..., 1], rtol=0, atol=KL_ATOL)
     assert kl.min() > 100 * KL_ATOL  # π ≠ π_ref on every sample: the check is not 0 == 0
+    untempered_kl, untempered_ratio, _ = kl_on_samples(
+        policy, reference, samples, temperature=1.0, batch_size=4
+    )
+    assert torch.equal(implicit, untempered_ratio)  # the temperature-1 ratios of the same pass, bit for bit
     if temperature != 1.0:  # the untempered KL of the same samples is another number: the test can tell
-        untempered = kl_on_samples(policy, reference, samples, temperature=1.0)[0]
-        assert (untempered - kl).abs().max() > 100 * KL_ATOL
+        assert (untempered_kl - kl).abs().max() > 100 * KL_ATOL
+        assert (untempered_ratio - ratio).abs().max() > 100 * KL_ATOL
