@@ -5,8 +5,9 @@ toy pairs. It is built on first use from `assets/toy_rm.yaml` (the run `recipes/
 by an ordinary single-process run of this tool, into `$ALIGNMENT_CACHE/toy-models/toy-rm-<key>/`, where key
 hashes the recipe's settings, toy-base's weights and `VERSION`: a change to any of them builds a new one, and
 an unchanged world reuses it. The build runs in a child process (a clean single-process run, whatever launch
-the caller is in), into a temporary directory renamed when it finished, under a file lock, so concurrent
-runs or ranks build it once and never read a half-built model.
+the caller is in) on one thread (so every machine builds the same weights: more threads change CPU
+reductions in the last bits), into a temporary directory renamed when it finished, under a file lock, so
+concurrent runs or ranks build it once and never read a half-built model.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ ALIAS = "toy-rm"
 ASSETS = Path(__file__).resolve().parent / "assets"
 RECIPE = ASSETS / "toy_rm.yaml"
 BASE_WEIGHTS = ASSETS / "base" / "model.safetensors"  # toy-base, the recipe's model
-VERSION = 2  # bump when the reward-model trainer changes what this recipe produces (2: pairs without a preference dropped)
-BUILD_MINUTES = 5  # on 2 CPU cores, with the toy datasets not yet cached
+VERSION = (
+    3  # bump when what this recipe produces changes (2: pairs without a preference dropped; 3: one thread)
+)
+BUILD_MINUTES = 5  # on one thread, with the toy datasets not yet cached
 #: environment of a distributed launch, kept from the child so that it runs as a plain single process
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
                     "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_", "TORCHELASTIC_")  # fmt: skip
@@ -97,10 +100,12 @@ def _build(path: Path) -> None:
     tmp = path.with_name(path.name + f".building-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     logger.warning(
-        "%s: building the toy proxy reward model once (about %d min on 2 CPU cores) into %s; later runs reuse it",
+        "%s: building the toy proxy reward model once (about %d min) into %s; later runs reuse it",
         ALIAS, BUILD_MINUTES, path,
     )  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCH_VARIABLES)}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # the same model on any machine: CPU reductions
+    # over more threads change the last bits, and training carries them on
     started = time.time()
     done = subprocess.run([sys.executable, "-m", "alignment", str(RECIPE), f"output_dir={tmp}"], env=env)
     if done.returncode != 0 or not is_built(tmp):
