@@ -41,6 +41,11 @@ it is log 2), together with the losses of steps 2-3 (after identical optimizer u
 they must agree across contenders) and the step-0 policy log-probs of the first batch.
 
     python scripts/bench_dpo.py [--steps 8] [--warmup 2] [--reps 3] [--batch-size 4] [--threads 1]
+    python scripts/bench_dpo.py --scaling [--sizes 1M,4M,20M,80M] [--seq-lens 128,512]   # + the plot
+
+``--scaling`` runs the steady contenders (ours, ours-varlen, limit, trl-precomp) on models of ~1M-80M
+parameters (`alignment.toy.scaled.SHAPES`) and synthetic pairs whose sequences are about 128 or 512 tokens,
+prints tokens/s and peak memory per cell, and draws docs/bench_dpo_scaling.png.
 
 Prints a table and, as its last line, one JSON object for the larger model: ``tokens_per_s``,
 ``trl_tokens_per_s``, ``ratio`` (ours / TRL default), ``ratio_vs_trl_precompute``, ``fraction_of_limit``,
@@ -193,7 +198,11 @@ def build_ours(opts, cache_dir: str, output_dir: str, attn: str | None = None):
         model=ModelConfig(
             name_or_path=opts["model"], reference_cache_dir=cache_dir, attn_implementation=attn
         ),
-        data=DataConfig(train=dataset_spec(opts), max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH),
+        data=DataConfig(
+            train=dataset_spec(opts),
+            max_length=opts.get("max_length", MAX_LENGTH),
+            max_prompt_length=opts.get("max_prompt_length", MAX_PROMPT_LENGTH),
+        ),
         training=training,
         evaluation=EvaluationConfig(enabled=False),
         output_dir=output_dir,
@@ -236,7 +245,7 @@ def build_trl(opts, output_dir: str, precompute: bool):
         per_device_train_batch_size=opts["batch_size"],
         gradient_accumulation_steps=1,
         max_steps=opts["steps"],
-        max_length=MAX_LENGTH,
+        max_length=opts.get("max_length", MAX_LENGTH),
         precompute_ref_log_probs=precompute,
         # what our TRAINING_DEFAULTS set, so optimizer, schedule and seed are identical
         optim="adamw_torch",
@@ -500,6 +509,158 @@ def run_configs(args, contenders: list[str], tmp: str) -> tuple[list[str], dict,
     return configs, results, sanity
 
 
+SCALING_CONTENDERS = ("ours", "ours-varlen", "limit", "trl-precomp")
+
+
+def write_synthetic_pairs(seq_len: int, rows: int, folder: str, model_dir: str, seed: int = 0) -> str:
+    """Pairs of toy text cut to length: a prompt of a quarter of `seq_len` tokens and two different completions
+    of three quarters each, so every sequence is about `seq_len` tokens (re-tokenising the cut text moves
+    that by a token or two)."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    from alignment.toy.corpus import sample_completion, sample_prompts
+
+    path = Path(folder) / f"synthetic-{seq_len}-{rows}.jsonl"
+    if path.exists():
+        return str(path)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rng = random.Random(seed)
+    stream: list[int] = []
+    for prompt in sample_prompts(4000, seed=seed):
+        stream += tokenizer(prompt + " " + sample_completion(prompt, rng=rng), add_special_tokens=False)[
+            "input_ids"
+        ]
+    prompt_len, completion_len = seq_len // 4, seq_len - seq_len // 4
+    records = []
+    for _ in range(rows):
+
+        def cut(n: int) -> str:
+            start = rng.randrange(len(stream) - n)
+            return tokenizer.decode(stream[start : start + n])
+
+        records.append(
+            {
+                "prompt": cut(prompt_len),
+                "chosen": " " + cut(completion_len),
+                "rejected": " " + cut(completion_len),
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def run_scaling(args, tmp: str) -> list[dict]:
+    """Steady tokens/s and peak memory of each contender for every (model size, sequence length)."""
+    from alignment.toy.scaled import SHAPES
+
+    contenders = args.contenders.split(",")
+    seq_lens = [int(x) for x in args.seq_lens.split(",")]
+    procs = {k: Contender(k, args.threads) for k in contenders}
+    for w in procs.values():
+        w.wait_ready()
+    rows = []
+    for size in args.sizes.split(","):
+        model = (
+            str(TOY)
+            if size == "1M"
+            else str(
+                save_scaled_model(TOY, Path(tmp) / size, shape=SHAPES[size], max_positions=max(seq_lens) + 64)
+            )
+        )
+        params = (Path(model) / "model.safetensors").stat().st_size / 4  # float32 weights
+        for seq_len in seq_lens:
+            config = f"{size}@{seq_len}"
+            n = args.steps * args.batch_size
+            common = dict(
+                steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, threads=args.threads, rows=n,
+                data=write_synthetic_pairs(seq_len, n, tmp, model), config=config, model=model,
+                cache_dir=str(Path(tmp) / f"refcache-{config}"), max_length=seq_len + 32,
+                max_prompt_length=seq_len // 4 + 16,
+            )  # fmt: skip
+            for name, fill in (("ours", "ours-cold"), ("ours-varlen", "ours-varlen-cold")):
+                users = [k for k in contenders if k == name or (name == "ours-varlen" and k == "limit")]
+                if users:
+                    procs[users[0]].run(dict(common, contender=fill, prep=True))
+            for rep in range(args.reps):
+                for contender in contenders[rep % len(contenders) :] + contenders[: rep % len(contenders)]:
+                    out = procs[contender].run(dict(common, contender=contender))
+                    progress(rep, config, contender, out)
+                    rows.append({"size": size, "params": params, "seq_len": seq_len, **out})
+    for w in procs.values():
+        w.close()
+    return rows
+
+
+def scaling_main(args) -> None:
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench_dpo_scaling_") as tmp:
+        rows = run_scaling(args, tmp)
+    cells: dict[tuple[str, int], dict[str, dict]] = {}
+    for r in rows:
+        cell = cells.setdefault((r["size"], r["seq_len"]), {})
+        best = cell.setdefault(r["contender"], {"tok": [], "peak": 0.0, "params": r["params"]})
+        best["tok"].append(r["steady_tokens_per_s"])
+        best["peak"] = max(best["peak"], r["peak_rss_mib"])
+    contenders = args.contenders.split(",")
+    print(
+        f"\nDPO scaling: {args.steps} steps x {args.batch_size} pairs (warm-up {args.warmup} excluded), synthetic "
+        f"pairs of about seq_len tokens per sequence, fp32, {args.threads} threads, median of {args.reps}; "
+        f"wall {time.time() - started:.0f} s\n"
+    )
+    header = (
+        f"{'size':>5} {'seq':>4} "
+        + " ".join(f"{c + ' tok/s':>18}" for c in contenders)
+        + "  peak MiB (same order)"
+    )
+    print(header)
+    summary = []
+    for (size, seq_len), cell in cells.items():
+        med = {c: statistics.median(cell[c]["tok"]) for c in contenders if c in cell}
+        peaks = {c: cell[c]["peak"] for c in contenders if c in cell}
+        print(f"{size:>5} {seq_len:4d} " + " ".join(f"{med.get(c, float('nan')):18.0f}" for c in contenders)
+              + "  " + " / ".join(f"{peaks[c]:.0f}" for c in peaks))  # fmt: skip
+        entry = {"size": size, "params": next(iter(cell.values()))["params"], "seq_len": seq_len,
+                 "tokens_per_s": {c: round(v, 1) for c, v in med.items()},
+                 "peak_rss_mib": {c: round(v) for c, v in peaks.items()}}  # fmt: skip
+        if "trl-precomp" in med:
+            entry["ratio_vs_trl_precompute"] = {c: round(med[c] / med["trl-precomp"], 3) for c in med}
+        if "limit" in med:
+            entry["fraction_of_limit"] = {c: round(med[c] / med["limit"], 3) for c in med if c != "limit"}
+        summary.append(entry)
+    if args.plot:
+        plot_scaling(summary, contenders, args.plot)
+        print(f"\nwrote {args.plot}")
+    print(json.dumps({"bench": "dpo_scaling", "cells": summary}))
+
+
+def plot_scaling(summary: list[dict], contenders: list[str], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seq_lens = sorted({e["seq_len"] for e in summary})
+    fig, axes = plt.subplots(1, len(seq_lens), figsize=(5.5 * len(seq_lens), 4.2), squeeze=False)
+    for ax, seq_len in zip(axes[0], seq_lens):
+        cells = sorted((e for e in summary if e["seq_len"] == seq_len), key=lambda e: e["params"])
+        for contender in contenders:
+            points = [
+                (e["params"] / 1e6, e["tokens_per_s"][contender])
+                for e in cells
+                if contender in e["tokens_per_s"]
+            ]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=contender)
+        ax.set(xscale="log", yscale="log", xlabel="parameters (M)", ylabel="training tokens/s",
+               title=f"DPO, sequences of ~{seq_len} tokens")  # fmt: skip
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -513,10 +674,19 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--cold-steps", type=int, default=100, help="length of the cold (first) runs")
     parser.add_argument("--cold-reps", type=int, default=1, help="runs of each cold contender per config")
+    parser.add_argument("--scaling", action="store_true", help="the size x sequence-length grid instead")
+    parser.add_argument("--sizes", default="1M,4M,20M,80M", help="--scaling: model sizes (toy.scaled.SHAPES)")
+    parser.add_argument("--seq-lens", default="128,512", help="--scaling: tokens per sequence")
+    parser.add_argument("--plot", default="docs/bench_dpo_scaling.png", help="--scaling: where the plot goes")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
+        return
+    if args.scaling:
+        if args.contenders == ",".join(CONTENDERS):
+            args.contenders = ",".join(SCALING_CONTENDERS)
+        scaling_main(args)
         return
     contenders = args.contenders.split(",")
     unknown = [k for k in contenders if k not in CONTENDERS]
