@@ -76,7 +76,8 @@ def test_reward_model_trains_under_zero2(runs):
     out = runs["reward_model"]
     assert _steps(out) == [1, 2, 3]
     result = json.loads((out / "eval.json").read_text())
-    assert result["num_heldout"] == 16 and 0 <= result["heldout_accuracy"] <= 1
+    # 16 eval pairs drawn, one of two identical samples dropped (it states no preference)
+    assert result["num_heldout"] == 15 and 0 <= result["heldout_accuracy"] <= 1
     assert _moved(out, load_reward_model) > 1e-4
 
 
