@@ -460,6 +460,15 @@ def fmt_range(values: list[float]) -> tuple[str, str, str]:
     return f"{statistics.median(values):9.0f}", f"{min(values):9.0f}", f"{max(values):9.0f}"
 
 
+def fill_reference_caches(procs: dict, contenders: list[str], common: dict) -> None:
+    """Fill the reference caches the steady contenders read (ours: sdpa; ours-varlen and limit: varlen), as a
+    sweep's first run would; not timed."""
+    for name, fill in (("ours", "ours-cold"), ("ours-varlen", "ours-varlen-cold")):
+        users = [k for k in contenders if k == name or (name == "ours-varlen" and k == "limit")]
+        if users:
+            procs[users[0]].run(dict(common, contender=fill, prep=True))
+
+
 def run_configs(args, contenders: list[str], tmp: str) -> tuple[list[str], dict, dict]:
     """Every job of every config, interleaved; returns (configs, results by (config, contender), sanity)."""
     steady = [k for k in contenders if k in STEADY]
@@ -483,11 +492,7 @@ def run_configs(args, contenders: list[str], tmp: str) -> tuple[list[str], dict,
             config=config, model=models[config],
             cache_dir=str(Path(tmp) / f"refcache-{config}"),
         )  # fmt: skip
-        # Fill the reference caches the steady contenders read, as a sweep's first run would (not timed).
-        for name, fill in (("ours", "ours-cold"), ("ours-varlen", "ours-varlen-cold")):
-            users = [k for k in steady if k == name or (name == "ours-varlen" and k == "limit")]
-            if users:
-                procs[users[0]].run(dict(common, contender=fill, prep=True))
+        fill_reference_caches(procs, steady, common)
         for rep in range(args.reps):
             order = steady[rep % len(steady) :] + steady[: rep % len(steady)] if steady else []
             for contender in order:
@@ -579,10 +584,7 @@ def run_scaling(args, tmp: str) -> list[dict]:
                 cache_dir=str(Path(tmp) / f"refcache-{config}"), max_length=seq_len + 32,
                 max_prompt_length=seq_len // 4 + 16,
             )  # fmt: skip
-            for name, fill in (("ours", "ours-cold"), ("ours-varlen", "ours-varlen-cold")):
-                users = [k for k in contenders if k == name or (name == "ours-varlen" and k == "limit")]
-                if users:
-                    procs[users[0]].run(dict(common, contender=fill, prep=True))
+            fill_reference_caches(procs, contenders, common)
             for rep in range(args.reps):
                 for contender in contenders[rep % len(contenders) :] + contenders[: rep % len(contenders)]:
                     out = procs[contender].run(dict(common, contender=contender))
