@@ -503,7 +503,7 @@ def run_configs(args, contenders: list[str], tmp: str) -> tuple[list[str], dict,
         cold_rows = args.cold_steps * args.batch_size
         cold_job = dict(common, steps=args.cold_steps, rows=cold_rows, data=write_pairs(cold_rows, tmp),
                         warmup=min(args.warmup, args.cold_steps - 1))  # fmt: skip
-        for rep in range(args.cold_reps):
+        for rep in range(args.cold_reps if cold else 0):
             for contender in cold[rep % len(cold) :] + cold[: rep % len(cold)]:
                 out = procs[contender].run(dict(cold_job, contender=contender, sanity=rep == 0))
                 results[(config, contender)].append(out)
