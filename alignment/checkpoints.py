@@ -7,10 +7,17 @@ import os
 from pathlib import Path
 
 
+def checkpoint_step(name: str) -> int:
+    """N of a `checkpoint-N` folder name (-1 for a name without a number)."""
+    tail = name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
 def complete_checkpoints(output_dir: str | os.PathLike, marker: str) -> list[Path]:
     """The checkpoints in `output_dir` that hold `marker`, oldest first ([] when there are none)."""
-    root = Path(output_dir)
     found = [
-        p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / marker).exists()
+        p
+        for p in Path(output_dir).glob("checkpoint-*")
+        if checkpoint_step(p.name) >= 0 and (p / marker).exists()
     ]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+    return sorted(found, key=lambda p: checkpoint_step(p.name))

@@ -28,7 +28,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from alignment.checkpoints import complete_checkpoints
+from alignment.checkpoints import checkpoint_step, complete_checkpoints
 from alignment.errors import EXIT_FAILED, AlignmentError, RecipeError
 
 logger = logging.getLogger("alignment")
@@ -87,10 +87,11 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def free_space(path: str | os.PathLike) -> str:
-    """'0.4 MiB free of 3.0 MiB' for the file system holding `path` (or its nearest existing parent)."""
+def free_space(path: str | os.PathLike) -> tuple[int, str]:
+    """(bytes free, '0.4 MiB free of 3.0 MiB on its file system') for the file system holding `path` (or its
+    nearest existing parent)."""
     usage = shutil.disk_usage(_existing(Path(path)))
-    return f"{_size(usage.free)} free of {_size(usage.total)} on its file system"
+    return usage.free, f"{_size(usage.free)} free of {_size(usage.total)} on its file system"
 
 
 def _size(n: float) -> str:
@@ -121,11 +122,10 @@ def check_writable(output_dir: str | os.PathLike) -> None:
 def remove_incomplete_checkpoints(output_dir: str | os.PathLike, marker: str) -> list[str]:
     """Delete the `checkpoint-N` folders newer than the newest complete one (they lack `marker`)."""
     complete = complete_checkpoints(output_dir, marker)
-    newest = int(complete[-1].name.split("-")[-1]) if complete else -1
+    newest = checkpoint_step(complete[-1].name) if complete else -1
     removed = []
     for folder in Path(output_dir).glob("checkpoint-*"):
-        step = folder.name.split("-")[-1]
-        if folder.is_dir() and step.isdigit() and int(step) > newest and not (folder / marker).exists():
+        if folder.is_dir() and checkpoint_step(folder.name) > newest and not (folder / marker).exists():
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return sorted(removed)
@@ -142,8 +142,10 @@ def explain_write_errors(output_dir: str, *, what: str, marker: str, main_proces
         if failure is None:
             raise
         reason, path = failure
-        free = free_space(path or output_dir)  # before the incomplete checkpoints go: the space the write had
-        if reason == GENERIC and shutil.disk_usage(_existing(Path(path or output_dir))).free < FULL_BELOW:
+        left, free = free_space(
+            path or output_dir
+        )  # before the incomplete checkpoints go: what the write had
+        if reason == GENERIC and left < FULL_BELOW:
             reason = "no space left on device"
         removed = remove_incomplete_checkpoints(output_dir, marker) if main_process else []
         complete = complete_checkpoints(output_dir, marker)

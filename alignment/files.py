@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+
+@functools.lru_cache(maxsize=8)
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes (weights identify a model in cache keys); memoised per process."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def user_cache_dir() -> Path:

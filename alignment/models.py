@@ -8,8 +8,6 @@ hub). Weights are loaded from safetensors only and ``trust_remote_code`` stays o
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -54,11 +52,12 @@ def build_aliases(names: list[str], *, dry_run: bool) -> None:
     reward_model.ensure_toy_rm()
 
 
-@functools.lru_cache(maxsize=8)
 def weights_sha256(name_or_path: str) -> str:
     """sha256 of the model's weights (the name itself for a model without a local safetensors file)."""
+    from alignment.files import sha256_file
+
     weights = Path(resolve_model_path(name_or_path)) / "model.safetensors"
-    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else name_or_path
+    return sha256_file(weights) if weights.exists() else name_or_path
 
 
 def hub_host() -> str:

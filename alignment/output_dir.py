@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from alignment.checkpoints import checkpoint_step
 from alignment.errors import EXIT_INTERRUPTED, RecipeError
 from alignment.files import write_json_atomic
 
@@ -46,7 +47,7 @@ def describe_run(output_dir: str | Path) -> str | None:
     if not path.is_dir():
         return None
     found = [name for name in RUN_FILES if (path / name).exists()]
-    checkpoints = sorted((p.name for p in path.glob("checkpoint-*") if p.is_dir()), key=_step)
+    checkpoints = sorted((p.name for p in path.glob("checkpoint-*") if p.is_dir()), key=checkpoint_step)
     if not found and not checkpoints:
         return None
     status = read_status(path)
@@ -94,11 +95,6 @@ def run_status(output_dir: str | Path) -> Iterator[list[int]]:
                 write_json_atomic(path / STATUS_FILE, payload)
             except OSError as err:  # a full disk: the run's own error says more than this one
                 logger.warning("could not write %s: %s", path / STATUS_FILE, err)
-
-
-def _step(name: str) -> int:
-    tail = name.rpartition("-")[2]
-    return int(tail) if tail.isdigit() else -1
 
 
 def check_output_dir(output_dir: str | Path, *, resuming: bool, overwrite: bool) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
 import json
 import logging
@@ -27,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from alignment.errors import EXIT_FAILED, AlignmentError
-from alignment.files import user_cache_dir
+from alignment.files import sha256_file, user_cache_dir
 
 logger = logging.getLogger("alignment")
 
@@ -55,13 +54,10 @@ def build_key() -> str:
     import yaml
 
     recipe = yaml.safe_load(RECIPE.read_text())
-    source = json.dumps({"recipe": recipe, "base": _sha256(BASE_WEIGHTS), "version": VERSION}, sort_keys=True)
+    source = json.dumps(
+        {"recipe": recipe, "base": sha256_file(BASE_WEIGHTS), "version": VERSION}, sort_keys=True
+    )
     return hashlib.sha256(source.encode()).hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=1)
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def toy_rm_dir() -> Path:
