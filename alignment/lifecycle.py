@@ -211,9 +211,10 @@ def execute_loaded(kind: RunKind, tokenizer) -> int:
     """The lifecycle after `kind.load_data(tokenizer)`: what a staged run (Selfie) calls for each stage, having
     loaded every stage's data first."""
     recipe = kind.recipe
+    run_started = time.time()
     if not isinstance(kind, TrainingRunKind):  # evaluation only: nothing to resume, train or save
         save_recipe(recipe, recipe.output_dir)
-        kind.print_summary(None, kind.evaluate(None, tokenizer, 0.0))
+        kind.print_summary(None, evaluate_timed(kind, None, tokenizer, 0.0, run_started))
         return 0
     resume = resume_argument(recipe, kind.checkpoint_marker)  # a bad checkpoint fails before any model loads
     setup_distributed()
@@ -241,8 +242,23 @@ def execute_loaded(kind: RunKind, tokenizer) -> int:
 
     with writes(what="the evaluation results"):
         plot_training_curves(recipe.output_dir, f"{recipe.method.name}: {recipe.output_dir}")
-        kind.print_summary(trainer, kind.evaluate(trainer, tokenizer, seconds))
+        kind.print_summary(trainer, evaluate_timed(kind, trainer, tokenizer, seconds, run_started))
     return 0
+
+
+def evaluate_timed(
+    kind: RunKind, trainer, tokenizer, seconds: float, run_started: float
+) -> dict[str, Any] | None:
+    """`kind.evaluate`, logging its wall time and its share of the run's (from the lifecycle's start, after the
+    data loaded): evaluation is the part of a run nobody watches, so its cost is said out loud."""
+    started = time.time()
+    result = kind.evaluate(trainer, tokenizer, seconds)
+    if result is not None:
+        spent, total = time.time() - started, time.time() - run_started
+        logger.info(
+            "evaluation finished in %.1f s, %.0f%% of the run's %.1f s", spent, 100 * spent / total, total
+        )
+    return result
 
 
 def train(kind: TrainingRunKind, trainer, callbacks: list, resume: str | None) -> None:

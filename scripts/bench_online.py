@@ -1,6 +1,7 @@
 """Online DPO steps against TRL's `OnlineDPOTrainer`, with the time split per optimizer step.
 
-    OMP_NUM_THREADS=1 python scripts/bench_online.py                 # toy-base: ours (both backends) and TRL
+    python scripts/bench_online.py                 # toy-base: ours (both backends) and TRL, 2 interleaved reps
+    python scripts/bench_online.py --model 80M --steps 4   # a ~80M-parameter model of the toy architecture
     python scripts/bench_online.py --contenders ours-transformers,trl --steps 20 --batch 32
 
 Contenders, each run in turn on the same model, reward, prompts, batch (`--batch` prompts, 2 samples each),
@@ -15,15 +16,23 @@ generation length and sampling temperature, with a frozen copy of the initial po
   split is measured by timing its own `_generate` (sample) and `_calculate_rewards_from_functions` (score)
   calls; train is the rest of the step (policy and reference forward, loss, backward, optimizer).
 
-The toy proxy reward model is built first if it is not cached (run once before timing). The first
-`--warmup` steps are dropped (first-call costs); the table shows mean seconds per step, prompts/s, and the
-ratios of TRL's step time to ours; the last line is JSON.
+`--model`: an alias or directory, or a size of `alignment.toy.scaled.SHAPES` (4M, 20M, 80M: the toy
+architecture widened, random init, saved to a temporary directory); the reward model stays `toy-rm` (same
+tokenizer). Each job runs in a fresh process (`--threads` torch threads); the contenders alternate over
+`--reps` repetitions in a rotating order and the table shows, per contender, the median over repetitions of
+the mean per-step split. The toy proxy reward model is built first if it is not cached (before timing). The
+first `--warmup` steps are dropped (first-call costs). tokens/s counts the tokens generated per step (every
+sample's completion, EOS included), the same work for every contender (same prompts, k, max_new_tokens);
+the ratios are TRL's step time over ours; the last line is JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +54,7 @@ def bench_ours(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
         "training.logging_steps=1000",
         "evaluation.enabled=false",
         f"output_dir={out}",
+        f"model.name_or_path={args.model}",
     ]
     if backend == "vllm":
         overrides.append("sampling.vllm.max_model_len=256")
@@ -68,7 +78,7 @@ def bench_trl(args: argparse.Namespace, workdir: Path) -> dict:
     started = time.perf_counter()
     recipe = load_recipe(args.recipe)
     build_aliases([recipe.reward.name_or_path], dry_run=False)
-    tokenizer = load_tokenizer(recipe.model.name_or_path)
+    tokenizer = load_tokenizer(args.model)
     rows = (args.steps + args.warmup) * args.batch
     prompts = load_dataset_spec(recipe.data.train, seed=0)["prompt"][:rows]
     reward_model = AutoModelForSequenceClassification.from_pretrained(
@@ -91,15 +101,15 @@ def bench_trl(args: argparse.Namespace, workdir: Path) -> dict:
         bf16=False,  # OnlineDPOConfig defaults to bf16; the library's run trains in the recipe's float32
     )
     trainer = OnlineDPOTrainer(
-        model=load_causal_lm(recipe.model.name_or_path),
-        ref_model=load_causal_lm(recipe.model.name_or_path),
+        model=load_causal_lm(args.model),
+        ref_model=load_causal_lm(args.model),
         reward_funcs=reward_model,
         args=config,
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         processing_class=tokenizer,
         reward_processing_classes=tokenizer,
     )
-    current: dict[str, float] = {"sample": 0.0, "score": 0.0}
+    current: dict[str, float] = {"sample": 0.0, "score": 0.0, "generated_tokens": 0.0}
     steps: list[dict[str, float]] = []
 
     def timed(name: str, method):
@@ -112,7 +122,15 @@ def bench_trl(args: argparse.Namespace, workdir: Path) -> dict:
 
         return call
 
-    trainer._generate = timed("sample", trainer._generate)
+    def counted(method):
+        def call(*a, **k):
+            out = method(*a, **k)  # prompt_ids, prompt_mask, completion_ids, completion_mask, ...
+            current["generated_tokens"] += float(out[3].sum())
+            return out
+
+        return call
+
+    trainer._generate = timed("sample", counted(trainer._generate))
     trainer._calculate_rewards_from_functions = timed("score", trainer._calculate_rewards_from_functions)
 
     class StepEnd(TrainerCallback):
@@ -126,9 +144,10 @@ def bench_trl(args: argparse.Namespace, workdir: Path) -> dict:
             wall = now - StepEnd.last
             sample, score = current["sample"], current["score"]
             steps.append(
-                {"sample": sample, "score": score, "train": wall - sample - score, "sync": 0.0, "step": wall}
-            )
-            current.update(sample=0.0, score=0.0)
+                {"sample": sample, "score": score, "train": wall - sample - score, "sync": 0.0, "step": wall,
+                 "generated_tokens": current["generated_tokens"]}
+            )  # fmt: skip
+            current.update(sample=0.0, score=0.0, generated_tokens=0.0)
             StepEnd.last = now
 
     trainer.add_callback(StepEnd())
@@ -138,16 +157,56 @@ def bench_trl(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def summarise(name: str, steps: list[dict], args: argparse.Namespace, setup: float) -> dict:
-    mean = {k: sum(s[k] for s in steps) / len(steps) for k in KEYS}
+    mean = {k: sum(s[k] for s in steps) / len(steps) for k in (*KEYS, "generated_tokens")}
     return {
         "contender": name,
         "steps": len(steps),
         "prompts_per_step": args.batch,
-        **{f"{k}_s": round(v, 4) for k, v in mean.items()},
+        **{f"{k}_s": round(mean[k], 4) for k in KEYS},
+        "generated_tokens_per_step": round(mean["generated_tokens"], 1),
+        "tokens_per_s": round(mean["generated_tokens"] / mean["step"], 1),
         "prompts_per_s": round(args.batch / mean["step"], 2),
         **{f"{k}_frac": round(mean[k] / mean["step"], 3) for k in KEYS if k != "step"},
         "setup_s": round(setup, 1),
     }
+
+
+def run_job(contender: str, args: argparse.Namespace) -> dict:
+    """One contender's run in a fresh process (its own engine, allocator and RSS)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TQDM_DISABLE="1", TRL_EXPERIMENTAL_SILENCE="1")
+    command = [sys.executable, __file__, "--job", contender, "--recipe", args.recipe, "--model", args.model,
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
+               "--threads", str(args.threads)]  # fmt: skip
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+    print(proc.stderr[-3000:], file=sys.stderr)
+    return {"contender": contender, "error": tail[0]}
+
+
+def job(contender: str, args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench_online-") as tmp:
+        if contender == "trl":
+            return bench_trl(args, Path(tmp))
+        return bench_ours(contender.removeprefix("ours-"), args, Path(tmp))
+
+
+def median_row(runs: list[dict]) -> dict:
+    """Per key, the median over repetitions (the step split, tokens/s, prompts/s, fractions)."""
+    done = [r for r in runs if "error" not in r]
+    if not done:
+        return runs[0]
+    row = {k: v for k, v in done[0].items() if not isinstance(v, (int, float))}
+    for key, value in done[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            row[key] = round(statistics.median(r[key] for r in done), 4)
+    row["reps"] = len(done)
+    return row
 
 
 def main(argv: list[str]) -> int:
@@ -156,28 +215,49 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--recipe", default="recipes/online_dpo.yaml")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--model", default="toy-base", help="alias, directory, or a size: 4M, 20M, 80M")
     parser.add_argument("--steps", type=int, default=8, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
     parser.add_argument("--batch", type=int, default=16, help="prompts per step (2 samples each)")
+    parser.add_argument("--reps", type=int, default=2, help="interleaved repetitions of every contender")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.job:
+        print("RESULT " + json.dumps(job(args.job, args)))
+        return 0
     contenders = args.contenders.split(",")
     unknown = [c for c in contenders if c not in CONTENDERS]
     if unknown:
         parser.error(f"unknown contenders {unknown}; valid: {', '.join(CONTENDERS)}")
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench_online-") as tmp:
-        for contender in contenders:
-            try:
-                if contender == "trl":
-                    rows.append(bench_trl(args, Path(tmp)))
-                else:
-                    rows.append(bench_ours(contender.removeprefix("ours-"), args, Path(tmp)))
-            except Exception as exc:  # noqa: BLE001 — report a contender that cannot run, keep the others
-                print(f"{contender}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-                rows.append({"contender": contender, "error": f"{type(exc).__name__}: {exc}"})
+    from alignment.models import build_aliases
+    from alignment.recipe.load import load_recipe
+    from alignment.toy.scaled import SHAPES, save_scaled_model
+
+    build_aliases([load_recipe(args.recipe).reward.name_or_path], dry_run=False)  # not inside any timing
+    started = time.time()
+    runs: dict[str, list[dict]] = {c: [] for c in contenders}
+    with tempfile.TemporaryDirectory(prefix="bench_online-model-") as tmp:
+        size = args.model
+        if size in SHAPES:
+            from alignment.models import resolve_model_path
+
+            args.model = str(
+                save_scaled_model(resolve_model_path("toy-base"), Path(tmp) / size, shape=SHAPES[size])
+            )
+        for rep in range(args.reps):
+            for contender in contenders[rep % len(contenders) :] + contenders[: rep % len(contenders)]:
+                out = run_job(contender, args)
+                runs[contender].append(out)
+                shown = f"{out['step_s']:.3f} s/step" if "error" not in out else f"failed: {out['error']}"
+                print(f"  rep {rep} {contender:18s} {shown}", file=sys.stderr, flush=True)
+    rows = [median_row(runs[c]) for c in contenders]
+    print(f"\nOnline DPO steps on {size}: {args.batch} prompts x 2 samples, {args.steps} timed steps "
+          f"(+{args.warmup} warm-up), {args.threads} threads, median of {args.reps} interleaved reps; "
+          f"wall {time.time() - started:.0f} s\n")  # fmt: skip
     header = (
         f"{'contender':>18} | {'sample':>7} | {'score':>7} | {'train':>7} | {'sync':>7} | {'step s':>7} | "
-        f"{'prompts/s':>9} | setup s"
+        f"{'tokens/s':>8} | {'sync %':>6} | setup s"
     )
     print(header + "\n" + "-" * len(header))
     for r in rows:
@@ -185,10 +265,13 @@ def main(argv: list[str]) -> int:
             print(f"{r['contender']:>18} | failed: {r['error']}")
             continue
         cells = " | ".join(f"{r[f'{k}_s']:7.3f}" for k in KEYS)
-        print(f"{r['contender']:>18} | {cells} | {r['prompts_per_s']:9.2f} | {r['setup_s']:7.1f}")
+        print(
+            f"{r['contender']:>18} | {cells} | {r['tokens_per_s']:8.1f} | {r['sync_frac']:6.1%} | {r['setup_s']:7.1f}"
+        )
     print(
         "(seconds per optimizer step, mean over timed steps; ours' step also holds the optimizer and bookkeeping "
-        "beyond the four stages; setup = model/engine load, not in any step)"
+        "beyond the four stages; tokens/s: generated tokens per second of whole steps; setup = model/engine "
+        "load, not in any step)"
     )
     done = {r["contender"]: r for r in rows if "error" not in r}
     ratios = {
@@ -198,7 +281,7 @@ def main(argv: list[str]) -> int:
     }
     for key, value in ratios.items():
         print(f"{key}: {value}x (TRL's step time / ours)")
-    print(json.dumps({"bench": "online", **ratios, "results": rows}))
+    print(json.dumps({"bench": "online", "model": size, **ratios, "results": rows}))
     return 0
 
 

@@ -106,7 +106,7 @@ class OnlineTrainer(PreferenceTrainer):
         self.pack_length = pack_length
         self.push_weights = not shares_policy_weights(sampler, self.model)
         self.totals = {"pairs": 0, "ties": 0, "syncs": 0}
-        self.step_seconds: list[dict[str, float]] = []  # per optimizer step: the time split (bench script)
+        self.step_seconds: list[dict[str, float]] = []  # per optimizer step: the time split, tokens sampled
         self._step: dict[str, float] = defaultdict(float)  # this optimizer step's sums
         self._micro = 0  # micro-batch index within the optimizer step (sampling seed)
         self._step_started = 0.0  # wall clock at the optimizer step's first micro-batch
@@ -165,6 +165,7 @@ class OnlineTrainer(PreferenceTrainer):
         self._step["sample"] += experience.seconds["sample"]
         self._step["score"] += experience.seconds["score"]
         self._step["pairs"] += experience.num_examples
+        self._step["generated_tokens"] += float(experience.lengths.sum())
         self._step["ties"] += experience.skipped
         self._store_metrics({k: torch.tensor(v) for k, v in experience.metrics().items()}, "train")
 
@@ -196,6 +197,7 @@ class OnlineTrainer(PreferenceTrainer):
         self.step_seconds.append(
             {k.removeprefix("time/"): v for k, v in step.items() if k.startswith("time/")}
             | {"step": time.perf_counter() - self._step_started}  # all of it: + optimizer, collation, logging
+            | {"generated_tokens": self._step["generated_tokens"]}  # this process's, for tokens/s
         )
         self._step.clear()
         self._micro = 0
