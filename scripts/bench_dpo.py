@@ -40,7 +40,7 @@ Sanity: the first-step loss of every contender is printed (the policy is its own
 it is log 2), together with the losses of steps 2-3 (after identical optimizer updates on identical batches
 they must agree across contenders) and the step-0 policy log-probs of the first batch.
 
-    python scripts/bench_dpo.py [--steps 8] [--warmup 2] [--reps 3] [--batch-size 4] [--threads 1]
+    python scripts/bench_dpo.py [--steps 30] [--warmup 10] [--reps 3] [--batch-size 4] [--threads 1]
     python scripts/bench_dpo.py --scaling [--sizes 1M,4M,20M,80M] [--seq-lens 128,512]   # + the plot
 
 ``--scaling`` runs the steady contenders (ours, ours-varlen, limit, trl-precomp) on models of ~1M-80M
@@ -667,8 +667,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of steady-state figures")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=10,
+        help="first steps left out of steady-state figures (measured 2026-12-07: with 8 steps and 2 left out, "
+        "the 20M model's steady figures were half of those of the 100-step runs)",
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1)

@@ -10,6 +10,7 @@ have varied lengths (a random-init model would almost never stop).
 
 from __future__ import annotations
 
+import os
 import random
 import textwrap
 from pathlib import Path
@@ -105,6 +106,13 @@ def build_tiny_llama(
             opt.zero_grad()
     model.eval()
     return model.float()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_eval_reference_cache(tmp_path_factory):
+    """Evaluations keep their reference samples (`alignment.eval.reference_samples`) in this session's own
+    directory: a test never loads samples an earlier session drew."""
+    os.environ["ALIGNMENT_EVAL_REFERENCE_CACHE"] = str(tmp_path_factory.mktemp("eval-reference"))
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from alignment.eval.gold import EvalSettings, evaluate, note_prompt_count, write_eval
-from alignment.eval.policy import make_policy
+from alignment.eval.policy import evaluation_backend, make_policy
 from alignment.eval.run import harmful_fn_for
 
 
@@ -40,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--best-of-n", type=int, nargs="*", default=[])
     parser.add_argument("--reward", default="gold", help="gold, or module:function")
-    parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "transformers", "vllm"),
+        default="auto",
+        help="auto: vLLM where installed for models of 20M parameters and more, else transformers",
+    )
     parser.add_argument("--template", default=None, help="prompt template of MODEL, with {prompt}")
     parser.add_argument("--reference-template", default=None, help="prompt template of the reference")
     parser.add_argument(
@@ -92,11 +97,13 @@ def main(argv: list[str]) -> int:
         print(f"note: {target} (written {replaced}) will be replaced; --output-dir writes elsewhere")
     # One vLLM engine serves both sides (each pushes its weights before sampling): it starts from the
     # reference checkpoint, so the policy must share its architecture (checked by the weight push).
+    models = {name: load_causal_lm(name) for name in (args.model, args.reference)}
+    backend = evaluation_backend(args.backend, models[args.model])
     policy, reference = (
         make_policy(
-            load_causal_lm(name),
+            models[name],
             load_tokenizer(name),
-            backend=args.backend,
+            backend=backend,
             model_dir=args.reference,
             template=template,
             stop=stop,

@@ -38,10 +38,12 @@ import torch
 
 from alignment.eval.plot import best_of_n_values, plot_best_of_n, plot_eval
 from alignment.eval.policy import Policy
+from alignment.eval.reference_samples import reference_samples
 from alignment.experience.selectors import best_or_worst
 from alignment.files import write_json_atomic
 from alignment.policy.batching import SequenceBatch, build_padded_batch
 from alignment.policy.logps import completion_logits, gather_logps, sequence_kl, sum_per_sequence
+from alignment.policy.prefix import build_prefixed_batch, completion_logits_after_prefix
 from alignment.rewards.base import Reward
 from alignment.sampling.base import PROGRESS_MIN_BATCHES, Completions, SamplingParams
 
@@ -134,11 +136,19 @@ def check_same_vocabulary(policy: Policy, reference: Policy) -> None:
 def policy_completion_logits(
     side: Policy, prompts: Sequence[str], completions: Sequence[Sequence[Sequence[int]]]
 ) -> tuple[torch.Tensor, SequenceBatch]:
-    """(M, V) logits of `side`'s scorer at the completion positions, its prompts rendered by its template."""
+    """(M, V) logits of `side`'s scorer at the completion positions, its prompts rendered by its template; a
+    prefix the rendered prompts share (an in-context template's) is encoded once (`alignment.policy.prefix`).
+    The batch returned indexes the logits; targets and sequence indices are the same either way."""
     pad = side.tokenizer.pad_token_id
-    batch = build_padded_batch(side.prompt_ids(prompts), completions, pad_token_id=pad)
+    prompt_ids = side.prompt_ids(prompts)
+    prefixed = build_prefixed_batch(prompt_ids, completions, pad_token_id=pad)
     with side.active() as scorer:
-        batch = batch.to(next(scorer.parameters()).device)
+        device = next(scorer.parameters()).device
+        if prefixed is not None:
+            prefix, batch = prefixed
+            batch = batch.to(device)
+            return completion_logits_after_prefix(scorer, prefix, batch), batch
+        batch = build_padded_batch(prompt_ids, completions, pad_token_id=pad).to(device)
         return completion_logits(scorer, batch), batch
 
 
@@ -196,8 +206,9 @@ def evaluate(
     `also` names further judges of the same samples (e.g. the reward an on-policy run optimised, when gold
     judges it): their win rates go in under ``<name>/`` (`<name>/win_rate`, `<name>/best_of_N_win_rate`, ...).
 
-    The reference samples first: when a vLLM engine is shared with an on-policy trainer, it then ends holding
-    the policy's weights, the ones training goes on from.
+    The reference samples first (or its samples come from an earlier evaluation that drew the same:
+    `alignment.eval.reference_samples`): when a vLLM engine is shared with an on-policy trainer, it then ends
+    holding the policy's weights, the ones training goes on from.
     """
     check_same_vocabulary(policy, reference)
     prompts = list(prompts)[: settings.num_prompts]
@@ -211,7 +222,7 @@ def evaluate(
         logger.info("evaluation: %s (%.0f s so far)", what, time.time() - started)
 
     phase(f"sampling the reference, {len(prompts)} prompts × {n}")
-    ref_out = reference.generate(prompts, replace(params, seed=settings.seed + 1))
+    ref_out = reference_samples(reference, prompts, replace(params, seed=settings.seed + 1))
     phase(f"sampling the policy, {len(prompts)} prompts × {n}")
     policy_out = policy.generate(prompts, params)
     phase("KL and implicit rewards, then scoring both sides")

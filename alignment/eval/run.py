@@ -8,21 +8,22 @@ evaluation after training (`evaluate_recipe_model`) and the periodic one during 
   else the recipe's reward (gold when the recipe has none);
 * reference — `evaluation.reference`; else the initial model `model.name_or_path`, which for LoRA runs is
   the policy itself with its adapter off;
-* both policies sample through `evaluation.backend`, behind `evaluation.template` and
+* both policies sample through `evaluation.backend` (`auto`: `eval.policy.evaluation_backend`), behind `evaluation.template` and
   `evaluation.reference_template`; their samples end at `evaluation.stop` / `evaluation.reference_stop`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from torch import nn
 
-from alignment.errors import RecipeError
+from alignment.errors import BackendError, RecipeError
 from alignment.eval.gold import EvalSettings, evaluate, note_prompt_count, write_eval
 from alignment.eval.history import read_history
-from alignment.eval.policy import Policy, make_policy
+from alignment.eval.policy import Policy, evaluation_backend, make_policy
 from alignment.recipe.schema import Recipe, RewardConfig
 from alignment.rewards.base import Reward
 
@@ -124,6 +125,7 @@ class RecipeEvaluator:
                 evaluation.reference, "evaluation.reference", trust_remote_code=recipe.model.trust_remote_code
             )
         self._reference: tuple[nn.Module, Any] | None = None  # (model, tokenizer) once loaded
+        self._backend: str | None = None  # evaluation.backend, resolved at the first call (`auto`)
 
     def share_initial_model(self, model: nn.Module) -> None:
         """Use `model`, already loaded and unchanged from `model.name_or_path`, as the reference too (when the
@@ -135,6 +137,8 @@ class RecipeEvaluator:
         """`model` (the run's policy; a DDP/DeepSpeed wrapper is looked through) against the reference."""
         model = getattr(model, "module", model)
         evaluation, initial = self.recipe.evaluation, self.recipe.model.name_or_path
+        if self._backend is None:
+            self._backend = evaluation_backend(evaluation.backend, model)
         policy = self._policy(model, self.tokenizer, initial, template=self.template, stop=self.stop)
         if evaluation.reference is None and self.uses_adapter:
             reference = self._policy(
@@ -198,15 +202,19 @@ class RecipeEvaluator:
 
     def _policy(self, model: nn.Module, tokenizer, model_dir: str, **kwargs: Any) -> Policy:
         """A policy sampled through `evaluation.backend`; a vLLM engine starts from `model_dir`, a checkpoint
-        of the model's architecture, and gets the model's weights pushed before each sampling."""
-        return make_policy(
-            model,
-            tokenizer,
-            backend=self.recipe.evaluation.backend,
-            model_dir=model_dir,
-            sampling_config=self.recipe.sampling,
-            **kwargs,
+        of the model's architecture, and gets the model's weights pushed before each sampling. When `auto`
+        chose vLLM and its engine cannot start, the evaluation goes on with transformers (said in the log)."""
+        build = functools.partial(
+            make_policy, model, tokenizer, model_dir=model_dir, sampling_config=self.recipe.sampling, **kwargs
         )
+        try:
+            return build(backend=self._backend)
+        except BackendError as err:
+            if self.recipe.evaluation.backend != "auto":
+                raise
+            logger.warning("evaluation.backend auto: %s; evaluating with transformers instead", err)
+            self._backend = "transformers"
+            return build(backend="transformers")
 
     def _load_reference(self, device) -> tuple[nn.Module, Any]:
         from alignment.models import load_causal_lm, load_tokenizer

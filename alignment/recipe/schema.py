@@ -275,8 +275,10 @@ class EvaluationConfig:
     reference_template: str | None = param(
         None, help="Prompt template of the reference policy, with {prompt} where the prompt goes."
     )
-    backend: Literal["transformers", "vllm"] = param(
-        "transformers", help="Sampling backend for both policies (the KL always uses transformers log-probs)."
+    backend: Literal["auto", "transformers", "vllm"] = param(
+        "auto",
+        help="Sampling backend for both policies (the KL always uses transformers log-probs); auto: vLLM where "
+        "it is installed for models of 20M parameters and more, else transformers (the faster of the two).",
     )
     stop: list[str] = param(
         help="Stop strings of the evaluated policy's samples (e.g. the next query marker of a prompt template); "

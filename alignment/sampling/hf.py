@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from alignment.policy.prefix import MIN_SHARED_PREFIX, prefix_cache, shared_prefix_length
 from alignment.sampling.base import (
     PROGRESS_MIN_BATCHES,
     Completions,
@@ -52,6 +53,8 @@ class TransformersSampler:
         batches = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
         show = self.progress if self.progress is not None else len(batches) >= PROGRESS_MIN_BATCHES
 
+        shared = shared_prefix_length(prompt_ids)  # an in-context template's prefix: encoded once per batch
+        shared = shared if shared >= MIN_SHARED_PREFIX else 0
         token_ids: list[list[list[int]]] = [[] for _ in prompts]
         logprobs: list[list[float]] | None = [[] for _ in prompts] if params.logprobs else None
         was_training = self.model.training
@@ -65,7 +68,7 @@ class TransformersSampler:
                 from tqdm.auto import tqdm
 
                 for batch in tqdm(batches, desc="sampling", unit="batch", disable=not show):
-                    ids, lps = self._generate_batch([r[1] for r in batch], params, device)
+                    ids, lps = self._generate_batch([r[1] for r in batch], params, device, shared)
                     for (p, _), seq, lp in zip(batch, ids, lps):
                         token_ids[p].append(seq)
                         if logprobs is not None:
@@ -76,17 +79,27 @@ class TransformersSampler:
         return Completions(prompts=prompts, texts=texts, token_ids=token_ids, logprobs=logprobs)
 
     def _generate_batch(
-        self, prompt_ids: list[list[int]], params: SamplingParams, device: torch.device
+        self, prompt_ids: list[list[int]], params: SamplingParams, device: torch.device, shared: int = 0
     ) -> tuple[list[list[int]], list[float]]:
         """One left-padded generate() call; returns per-row generated ids (cut after the first EOS, or by
         `cut_at_stop` at a stop string) and summed untempered log-probs of those ids (zeros when not
-        asked for)."""
+        asked for).
+
+        With `shared` > 0 every row starts with the same `shared` tokens: they are encoded once
+        (`alignment.policy.prefix`) and stay in the first columns, the padding goes between them and each
+        row's own tokens (generate's positions count attended tokens only, so every row's continue the
+        prefix's)."""
         width = max(len(ids) for ids in prompt_ids)
         input_ids = torch.full((len(prompt_ids), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
         for i, ids in enumerate(prompt_ids):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[i, width - len(ids) :] = 1
+            input_ids[i, width - len(ids) + shared :] = torch.tensor(ids[shared:], dtype=torch.long)
+            attention_mask[i, width - len(ids) + shared :] = 1
+            input_ids[i, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
+            attention_mask[i, :shared] = 1
+        cache = {}
+        if shared:
+            cache["past_key_values"] = prefix_cache(self.model, prompt_ids[0][:shared], len(prompt_ids))
         sampling = params.temperature > 0
         knobs = (
             dict(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
@@ -105,6 +118,7 @@ class TransformersSampler:
             return_dict_in_generate=True,
             output_logits=params.logprobs,
             **knobs,
+            **cache,
         )
         new = out.sequences[:, width:].cpu()  # (B, T) generated ids, pad after EOS
         lengths = [_length_through_first_stop(row, self.stop_token_ids) for row in new.tolist()]

@@ -137,6 +137,9 @@ class VLLMSampler:
                         seed=seed,
                         logprobs_mode="raw_logprobs",
                         generation_config="vllm",
+                        # an in-context prefix (URIAL) shared by every prompt is computed once; vLLM's default
+                        # for this architecture, said here so that no default change can drop it unnoticed
+                        enable_prefix_caching=True,
                         # vLLM rewinds a seeded request's generator when a chunked prefill discards its token,
                         # which the CPU backend's generators cannot do ("CPU Generator does not use offset"):
                         # long prompts (an in-context prefix) crash there unless prefills stay whole.

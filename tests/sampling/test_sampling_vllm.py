@@ -170,6 +170,11 @@ def test_factory_reuses_the_process_engine(vllm_sampler, tiny_model, tiny_tokeni
     assert sampler.llm is vllm_sampler.llm
 
 
+def test_engine_caches_shared_prefixes(vllm_sampler):
+    """An in-context prefix shared by every prompt (URIAL) is prefilled once: the engine's prefix cache is on."""
+    assert vllm_sampler.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching is True
+
+
 def test_seeded_sampling_of_long_prompts_beyond_one_scheduler_step(vllm_sampler, tiny_tokenizer, prompts_for):
     """An in-context prefix makes prompts long: 96 prompts of ~200 tokens, 2 seeded samples each, are more
     prefill tokens than one scheduler step takes. With chunked prefill vLLM rewinds the generator of a
