@@ -6,12 +6,13 @@ and engine start included; the torch/transformers imports a run already has are 
 
 * **recipe** — `alignment recipes/dpo.yaml` end to end on the toy world (training, saving, evaluation)
   with `evaluation.backend` transformers and vllm; the lifecycle's own log line gives the evaluation's
-  seconds and its share of the run's wall time. The data and reference caches are filled first by one
-  untimed run with the evaluation off, as any run after a user's first finds them.
+  seconds and its share of the run's wall time. The data, reference log-prob and reference-sample caches are
+  filled first by one untimed run per backend, as any run after a user's first finds them.
 * **evaluator** — the recipe's evaluation alone (`RecipeEvaluator`: 256 prompts × 2 samples of up to 48
   tokens for the reference and the policy, the exact KL and implicit-reward passes, the gold judge) of the
   toy model and of a ~20M-parameter model of its architecture (random init), split into engine start,
-  sampling (both sides), log-prob passes (KL and implicit rewards) and the rest (judging, loads).
+  sampling (both sides), log-prob passes (KL and implicit rewards) and the rest (judging, loads); each job
+  with an empty reference-sample cache, so both sides are sampled (a first evaluation).
 
     python scripts/bench_eval.py [--reps 2] [--models toy,20M] [--threads 2] [--skip-recipe]
 
@@ -94,7 +95,9 @@ def worker(model_dir: str, backend: str) -> dict:
 def run_worker(model_dir: str, backend: str, threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false")
     command = [sys.executable, __file__, "--worker", model_dir, backend, "--threads", str(threads)]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="bench_eval_refcache_") as cache:
+        env["ALIGNMENT_EVAL_REFERENCE_CACHE"] = cache
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
@@ -155,7 +158,10 @@ def main() -> None:
         }
         recipe_runs: dict[str, list[tuple[float, float, float]]] = {b: [] for b in BACKENDS}
         if not args.skip_recipe:
-            run_recipe(args.recipe, f"{tmp}/warm", args.threads, "evaluation.enabled=false")
+            for backend in BACKENDS:
+                run_recipe(
+                    args.recipe, f"{tmp}/warm-{backend}", args.threads, f"evaluation.backend={backend}"
+                )
             for rep in range(args.reps):
                 for backend in BACKENDS if rep % 2 == 0 else BACKENDS[::-1]:
                     wall, spent, whole = run_recipe(
