@@ -12,9 +12,13 @@ generation length and sampling temperature, with a frozen copy of the initial po
   after every step. The split comes from the trainer's online_stats.json: sample, score, train (forward and
   backward), sync, and the step's whole wall time (`step`; the rest is the optimizer and bookkeeping).
 * ``trl``: `trl.experimental.online_dpo.OnlineDPOTrainer` with the same model and the same proxy reward
-  model (`toy-rm`, a one-logit classifier: TRL scores it as a reward model), transformers generation. Its
-  split is measured by timing its own `_generate` (sample) and `_calculate_rewards_from_functions` (score)
-  calls; train is the rest of the step (policy and reference forward, loss, backward, optimizer).
+  model (`toy-rm`, a one-logit classifier: TRL scores it as a reward model), transformers generation, and
+  ``gradient_checkpointing=False`` (as ours: activations kept, and generation with a KV cache, which TRL
+  turns off under checkpointing). Its split is measured by timing its own `_generate` (sample) and
+  `_calculate_rewards_from_functions` (score) calls; train is the rest of the step (policy and reference
+  forward, loss, backward, optimizer).
+* ``trl-default``: the same with `OnlineDPOConfig`'s default ``gradient_checkpointing=True`` (not run unless
+  named: it is the slower of the two).
 
 `--model`: an alias or directory, or a size of `alignment.toy.scaled.SHAPES` (4M, 20M, 80M: the toy
 architecture widened, random init, saved to a temporary directory); the reward model stays `toy-rm` (same
@@ -39,7 +43,8 @@ import time
 from pathlib import Path
 
 KEYS = ("sample", "score", "train", "sync", "step")
-CONTENDERS = ("ours-transformers", "ours-vllm", "trl")
+CONTENDERS = ("ours-transformers", "ours-vllm", "trl", "trl-default")
+DEFAULT_CONTENDERS = ("ours-transformers", "ours-vllm", "trl")
 
 
 def bench_ours(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
@@ -66,7 +71,7 @@ def bench_ours(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
     return summarise(f"ours-{backend}", steps, args, wall - sum(s["step"] for s in stats["step_seconds"]))
 
 
-def bench_trl(args: argparse.Namespace, workdir: Path) -> dict:
+def bench_trl(args: argparse.Namespace, workdir: Path, checkpointing: bool) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, TrainerCallback
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
@@ -99,6 +104,7 @@ def bench_trl(args: argparse.Namespace, workdir: Path) -> dict:
         report_to="none",
         disable_tqdm=True,
         bf16=False,  # OnlineDPOConfig defaults to bf16; the library's run trains in the recipe's float32
+        gradient_checkpointing=checkpointing,
     )
     trainer = OnlineDPOTrainer(
         model=load_causal_lm(args.model),
@@ -153,7 +159,7 @@ def bench_trl(args: argparse.Namespace, workdir: Path) -> dict:
     trainer.add_callback(StepEnd())
     setup = time.perf_counter() - started
     trainer.train()
-    return summarise("trl", steps[args.warmup :], args, setup)
+    return summarise("trl-default" if checkpointing else "trl", steps[args.warmup :], args, setup)
 
 
 def summarise(name: str, steps: list[dict], args: argparse.Namespace, setup: float) -> dict:
@@ -191,8 +197,8 @@ def job(contender: str, args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench_online-") as tmp:
-        if contender == "trl":
-            return bench_trl(args, Path(tmp))
+        if contender.startswith("trl"):
+            return bench_trl(args, Path(tmp), checkpointing=contender == "trl-default")
         return bench_ours(contender.removeprefix("ours-"), args, Path(tmp))
 
 
@@ -214,7 +220,7 @@ def main(argv: list[str]) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--recipe", default="recipes/online_dpo.yaml")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS))
     parser.add_argument("--model", default="toy-base", help="alias, directory, or a size: 4M, 20M, 80M")
     parser.add_argument("--steps", type=int, default=8, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
@@ -275,12 +281,13 @@ def main(argv: list[str]) -> int:
     )
     done = {r["contender"]: r for r in rows if "error" not in r}
     ratios = {
-        f"{c}_vs_trl": round(done["trl"]["step_s"] / done[c]["step_s"], 3)
+        f"{c}_vs_{peer.replace('-', '_')}": round(done[peer]["step_s"] / done[c]["step_s"], 3)
+        for peer in ("trl", "trl-default")
         for c in done
-        if c != "trl" and "trl" in done
+        if c.startswith("ours") and peer in done
     }
     for key, value in ratios.items():
-        print(f"{key}: {value}x (TRL's step time / ours)")
+        print(f"{key}: {value}x (the TRL contender's step time / ours)")
     print(json.dumps({"bench": "online", "model": size, **ratios, "results": rows}))
     return 0
 

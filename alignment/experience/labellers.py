@@ -71,6 +71,9 @@ class LabellerContext:
         None  # calibrated: where reference rollouts' rewards are cached (None: not cached)
     )
     reward_key: str = ""  # calibrated: what identifies the reward in the cache key (its recipe section)
+    # calibrated: the run's own sampler when it is a vLLM engine (its weights are set to the reference's for the
+    # rollouts); None: transformers generate on the reference model
+    engine: Sampler | None = None
 
 
 class Labeller(ABC):
@@ -181,14 +184,36 @@ class ImplicitRewardLabeller(Labeller):
         return self.beta * (policy - self._logps(self.reference, rows, self.reference_mode))
 
 
+@contextlib.contextmanager
+def pushed_weights(engine: Sampler, model: nn.Module):
+    """`engine` holding `model`'s weights (CTRL's reference rollouts through the run's vLLM engine). Nothing to
+    restore after: before training the engine holds the initial policy, which is the reference, and a resumed
+    run pushes the policy's weights before its first sampling anyway."""
+    from alignment.sampling.vllm import model_state_for_sync
+
+    engine.load_weights(model_state_for_sync(model))
+    yield
+
+
 class RolloutCache:
     """Rewards of the reference rollouts on disk, one .npy file of (P, m) rewards per key: the prompts (in order),
-    the reference's weights, the reward and the sampling settings. Written atomically; a second run with the
-    same inputs loads them instead of sampling and scoring again."""
+    the reference's weights, the reward, the sampling settings and the sampler (a vLLM engine's draws are not
+    transformers'). Written atomically; a second run with the same inputs loads them instead of sampling and
+    scoring again."""
 
-    def __init__(self, root: Path, *, weights: str, reward: str, params: SamplingParams):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        weights: str,
+        reward: str,
+        params: SamplingParams,
+        sampler: str = "TransformersSampler",
+    ):
         self.root = root
         self.parts = {"weights": weights, "reward": reward, "sampling": dataclasses.asdict(params)}
+        if sampler != "TransformersSampler":  # (the key of transformers-drawn rollouts stays what it was)
+            self.parts["sampler"] = sampler
         self.hit = False
 
     def path(self, prompts: Sequence[str]) -> Path:
@@ -253,7 +278,8 @@ class CalibratedRewardLabeller(Labeller):
         self.reward = reward
         self.reference_sampler = reference_sampler
         self.params = params  # n = m reference samples per prompt
-        self.reference_scope = reference_scope  # entered around sampling (an adapter reference: adapter off)
+        # entered around sampling: an adapter reference's adapter off; an engine given the reference's weights
+        self.reference_scope = reference_scope
         self.cache = cache
         self.reference_rewards: dict[str, torch.Tensor] = {}  # prompt -> (m,) rewards of its z_1..z_m
         self.stats: dict[str, Any] = {}  # how the reference rewards were obtained (online_stats.json)
@@ -269,17 +295,26 @@ class CalibratedRewardLabeller(Labeller):
         params = dataclasses.replace(  # the reference's own seed (as in evaluation): not the policy's draws
             ctx.sampling_params, n=ctx.reference_samples, seed=None if seed is None else seed + 1
         )
-        sampler = TransformersSampler(model, ctx.tokenizer, batch_size=ctx.batch_size)
-        scope = (
+        adapter_off = (
             functools.partial(reference_context, model, "adapter")
             if ctx.reference_is_adapter
             else contextlib.nullcontext
         )
+        if ctx.engine is not None and not ctx.reference_is_adapter:  # m samples per prompt: vLLM's strength
+            sampler, scope = ctx.engine, functools.partial(pushed_weights, ctx.engine, model)
+        else:
+            sampler, scope = TransformersSampler(model, ctx.tokenizer, batch_size=ctx.batch_size), adapter_off
         cache = None
         if ctx.cache_dir is not None:
-            with scope():
+            with adapter_off():
                 weights = model_weights_hash(model)
-            cache = RolloutCache(Path(ctx.cache_dir), weights=weights, reward=ctx.reward_key, params=params)
+            cache = RolloutCache(
+                Path(ctx.cache_dir),
+                weights=weights,
+                reward=ctx.reward_key,
+                params=params,
+                sampler=type(sampler).__name__,
+            )
         return cls(reward, sampler, params, reference_scope=scope, cache=cache)
 
     def prepare(self, prompts: Sequence[str]) -> None:

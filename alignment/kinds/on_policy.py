@@ -118,6 +118,7 @@ class OnPolicyRun(PolicyRun):
         model = build_policy(recipe)
         ref_model = copy.deepcopy(model) if self.mode == "copy" else None
         params = sampling_params_from_config(recipe.sampling)
+        sampler = build_sampler(recipe.sampling, model, tokenizer, recipe.model.name_or_path)
         method = recipe.method.params
         labeller = self.labeller_class.from_context(
             LabellerContext(
@@ -132,6 +133,7 @@ class OnPolicyRun(PolicyRun):
                 batch_size=recipe.sampling.batch_size,
                 cache_dir=recipe.model.reference_cache_dir,
                 reward_key=json.dumps(dataclasses.asdict(recipe.reward), sort_keys=True),
+                engine=sampler if recipe.sampling.backend == "vllm" else None,
             )
         )
         self.labeller = labeller
@@ -145,7 +147,7 @@ class OnPolicyRun(PolicyRun):
             objective=self.objective,
             reference_mode=self.mode,
             ref_model=ref_model,
-            sampler=build_sampler(recipe.sampling, model, tokenizer, recipe.model.name_or_path),
+            sampler=sampler,
             labeller=labeller,
             sampling_params=params,
             pack_length=None

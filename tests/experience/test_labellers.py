@@ -157,3 +157,38 @@ def test_calibrated_from_context_samples_the_reference_with_its_own_seed(toy, lo
         assert torch.equal(adapter_ref.reference_rewards[p], row)
     scores = copy_ref(samples)
     assert scores.shape == (4, 3) and ((scores * 12) == (scores * 12).round()).all()  # multiples of 1/2m
+
+
+def test_calibrated_rollouts_through_the_runs_engine_use_the_references_weights(
+    vllm_sampler, tiny_model_dir, tiny_tokenizer, prompts_for, tmp_path
+):
+    """With a vLLM run (`LabellerContext.engine`), the m reference samples come from the engine, which is given
+    the reference's weights first (here a perturbed copy, unlike the checkpoint the engine started from); the
+    rollout cache keys them apart from transformers-drawn ones."""
+    from alignment.sampling.vllm import model_state_for_sync
+
+    class TextLength:
+        def score(self, prompts, completions):
+            return torch.tensor([float(len(c)) for c in completions], dtype=torch.float64)
+
+    reference = load_causal_lm(str(tiny_model_dir))
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p, generator=torch.Generator().manual_seed(1)))
+    params = SamplingParams(n=2, max_new_tokens=10, seed=5)
+    context = dict(tokenizer=tiny_tokenizer, reward=TextLength(), policy=reference, reference=reference,
+                   sampling_params=params, reference_samples=4, cache_dir=str(tmp_path))  # fmt: skip
+    through_engine = build_labeller("calibrated", LabellerContext(engine=vllm_sampler, **context))
+    assert through_engine.reference_sampler is vllm_sampler
+    prompts = prompts_for(5)
+    through_engine.prepare(prompts)
+    vllm_sampler.load_weights(model_state_for_sync(load_causal_lm(str(tiny_model_dir))))  # the checkpoint's
+    unperturbed = vllm_sampler.generate(prompts, through_engine.params).score(TextLength())
+    vllm_sampler.load_weights(model_state_for_sync(reference))
+    want = vllm_sampler.generate(prompts, through_engine.params).score(TextLength())
+    assert not torch.equal(want, unperturbed)
+    for p, row in zip(prompts, want):
+        assert torch.equal(through_engine.reference_rewards[p], row)
+    plain = build_labeller("calibrated", LabellerContext(**context))
+    assert isinstance(plain.reference_sampler, TransformersSampler)
+    assert plain.cache.path(prompts) != through_engine.cache.path(prompts)
