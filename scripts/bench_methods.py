@@ -45,25 +45,34 @@ WORK = ("sample", "judge", "calibrate", "reward", "logprobs")
 
 
 class Timers:
-    """Seconds per (phase, work); a phase or work entered inside another of its kind counts to the outer one."""
+    """Seconds per (phase, work). A phase entered inside another (CTRL's rollouts, prepared when training starts)
+    has its own clock, paused for the outer one; work entered inside other work counts to the outer work."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
-        self.phase = "other"
+        self.stack: list[str] = []
+        self.since = 0.0  # start of the innermost phase's current stretch
         self.busy = False
+
+    @property
+    def phase(self) -> str:
+        return self.stack[-1] if self.stack else "other"
 
     def wrap_phase(self, owner, name: str, phase: str) -> None:
         method = getattr(owner, name)
 
         def timed(*args, **kwargs):
-            if self.phase != "other":
-                return method(*args, **kwargs)
-            self.phase, started = phase, time.perf_counter()
+            now = time.perf_counter()
+            if self.stack:
+                self.seconds[self.stack[-1]] += now - self.since
+            self.stack.append(phase)
+            self.since = now
             try:
                 return method(*args, **kwargs)
             finally:
-                self.seconds[phase] += time.perf_counter() - started
-                self.phase = "other"
+                now = time.perf_counter()
+                self.seconds[self.stack.pop()] += now - self.since
+                self.since = now
 
         setattr(owner, name, timed)
 
