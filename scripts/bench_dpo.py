@@ -19,7 +19,9 @@ them so repetitions interleave, in a rotating order, for `--reps` repetitions):
 * ``limit``       the ceiling for any DPO with cached reference log-probs: forward and backward of the policy
                   alone on ``ours-varlen``'s packed tokens (per-sequence attention, completion positions
                   projected), with a trivial loss (the mean of those logits), in the same Trainer loop.
-* ``trl``         `trl.DPOTrainer` with `DPOConfig` defaults (live reference model, padded batches).
+* ``trl``         `trl.DPOTrainer` with `DPOConfig` defaults (live reference model, padded batches) except
+                  ``gradient_checkpointing=False``: its default recomputes activations in the backward, slower,
+                  and ours keeps them (neither side saves checkpoints).
 * ``trl-precomp`` the same with ``precompute_ref_log_probs=True`` (precomputed in the trainer's __init__).
 
 Cold (``--cold-steps``, default 100: a realistic first run): ``ours-cold``, ``ours-varlen-cold`` and
@@ -191,6 +193,7 @@ def build_ours(opts, cache_dir: str, output_dir: str, attn: str | None = None):
         gradient_accumulation_steps=1,
         max_steps=opts["steps"],
         logging_strategy="no",
+        save_strategy="no",  # the library saves a checkpoint every tenth of a run by default; TRL here never
         disable_tqdm=True,
     )
     recipe = Recipe(
@@ -247,6 +250,8 @@ def build_trl(opts, output_dir: str, precompute: bool):
         max_steps=opts["steps"],
         max_length=opts.get("max_length", MAX_LENGTH),
         precompute_ref_log_probs=precompute,
+        # DPOConfig turns gradient checkpointing on by default (memory for speed); ours keeps activations
+        gradient_checkpointing=False,
         # what our TRAINING_DEFAULTS set, so optimizer, schedule and seed are identical
         optim="adamw_torch",
         lr_scheduler_type="linear",
