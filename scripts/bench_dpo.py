@@ -677,8 +677,7 @@ def main() -> None:
         "--warmup",
         type=int,
         default=10,
-        help="first steps left out of steady-state figures (measured 2026-12-07: with 8 steps and 2 left out, "
-        "the 20M model's steady figures were half of those of the 100-step runs)",
+        help="first steps left out of steady-state figures (first-call costs: allocations, optimizer state)",
     )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
