@@ -643,14 +643,17 @@ def scaling_main(args) -> None:
 
 
 def plot_scaling(summary: list[dict], contenders: list[str], path: str) -> None:
+    """Top: tokens/s against parameters per sequence length; bottom: each contender over TRL-precomputed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     seq_lens = sorted({e["seq_len"] for e in summary})
-    fig, axes = plt.subplots(1, len(seq_lens), figsize=(5.5 * len(seq_lens), 4.2), squeeze=False)
-    for ax, seq_len in zip(axes[0], seq_lens):
+    peer = "trl-precomp"
+    rows = 2 if all(peer in e["tokens_per_s"] for e in summary) else 1
+    fig, axes = plt.subplots(rows, len(seq_lens), figsize=(5.5 * len(seq_lens), 4.2 * rows), squeeze=False)
+    for col, seq_len in enumerate(seq_lens):
         cells = sorted((e for e in summary if e["seq_len"] == seq_len), key=lambda e: e["params"])
         for contender in contenders:
             points = [
@@ -659,11 +662,19 @@ def plot_scaling(summary: list[dict], contenders: list[str], path: str) -> None:
                 if contender in e["tokens_per_s"]
             ]
             if points:
-                ax.plot(*zip(*points), marker="o", label=contender)
-        ax.set(xscale="log", yscale="log", xlabel="parameters (M)", ylabel="training tokens/s",
-               title=f"DPO, sequences of ~{seq_len} tokens")  # fmt: skip
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+                axes[0][col].plot(*zip(*points), marker="o", label=contender)
+                if rows == 2:
+                    ratios = [(x, y / e["tokens_per_s"][peer]) for (x, y), e in zip(points, cells)]
+                    axes[1][col].plot(*zip(*ratios), marker="o", label=contender)
+        axes[0][col].set(xscale="log", yscale="log", xlabel="parameters (M)", ylabel="training tokens/s",
+                         title=f"DPO, sequences of ~{seq_len} tokens")  # fmt: skip
+        if rows == 2:
+            axes[1][col].axhline(1.0, color="grey", lw=0.8)
+            axes[1][col].set(xscale="log", xlabel="parameters (M)", ylabel=f"tokens/s / {peer}",
+                             title=f"against TRL with precomputed reference, ~{seq_len} tokens")  # fmt: skip
+        for ax in axes[:, col]:
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -58,7 +58,7 @@ def bench_ours(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
         f"training.per_device_train_batch_size={args.batch}",
         "training.logging_steps=1000",
         "evaluation.enabled=false",
-        "training.save_strategy=no",  # as TRL's here (saving falls outside the timed steps either way)
+        "training.save_strategy='no'",  # as TRL's here (saving falls outside the timed steps either way)
         f"output_dir={out}",
         f"model.name_or_path={args.model}",
     ]
