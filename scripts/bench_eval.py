@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchjobs import answer, run_job
+
 BACKENDS = ("transformers", "vllm")
 EVAL_LINE = re.compile(r"evaluation finished in ([\d.]+) s, \d+% of the run's ([\d.]+) s")
 
@@ -93,16 +95,15 @@ def worker(model_dir: str, backend: str) -> dict:
 
 
 def run_worker(model_dir: str, backend: str, threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false")
-    command = [sys.executable, __file__, "--worker", model_dir, backend, "--threads", str(threads)]
     with tempfile.TemporaryDirectory(prefix="bench_eval_refcache_") as cache:
-        env["ALIGNMENT_EVAL_REFERENCE_CACHE"] = cache
-        proc = subprocess.run(command, env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    sys.stderr.write(proc.stderr[-4000:])
-    raise SystemExit(f"evaluator job {model_dir} / {backend} failed ({proc.returncode})")
+        result, error = run_job(
+            [__file__, "--worker", model_dir, backend, "--threads", str(threads)],
+            threads,
+            ALIGNMENT_EVAL_REFERENCE_CACHE=cache,
+        )
+    if result is None:
+        raise SystemExit(f"evaluator job {model_dir} / {backend} failed: {error}")
+    return result
 
 
 def run_recipe(recipe: str, out: str, threads: int, *overrides: str) -> tuple[float, float, float]:
@@ -142,7 +143,7 @@ def main() -> None:
         import transformers  # noqa: F401  (a run has it imported before its evaluation starts)
 
         torch.set_num_threads(args.threads)
-        print("RESULT " + json.dumps(worker(*args.worker)))
+        answer(worker(*args.worker))
         return
 
     from alignment.models import resolve_model_path

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from benchjobs import answer, run_job
 
 RECIPES = {
     "selfie": "recipes/selfie.yaml",
@@ -132,15 +132,11 @@ def job(method: str, threads: int) -> dict:
     return {"seconds": seconds, "win_rate": result.get("win_rate"), "kl": result.get("kl")}
 
 
-def run_job(method: str, threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1")
-    command = [sys.executable, __file__, "--job", method, "--threads", str(threads)]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    sys.stderr.write(proc.stderr[-4000:])
-    raise SystemExit(f"{method} failed ({proc.returncode})")
+def run_method(method: str, threads: int) -> dict:
+    result, error = run_job([__file__, "--job", method, "--threads", str(threads)], threads)
+    if result is None:
+        raise SystemExit(f"{method} failed: {error}")
+    return result
 
 
 def main() -> None:
@@ -153,7 +149,7 @@ def main() -> None:
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
-        print("RESULT " + json.dumps(job(args.job, args.threads)))
+        answer(job(args.job, args.threads))
         return
     jobs = args.methods.split(",")
     if "urial" in jobs:
@@ -165,7 +161,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = defaultdict(list)
     for rep in range(args.reps):
         for method in jobs if rep % 2 == 0 else jobs[::-1]:
-            out = run_job(method, args.threads)
+            out = run_method(method, args.threads)
             runs[method].append(out)
             print(f"  rep {rep} {method:22s} {out['seconds']['total']:7.1f} s", file=sys.stderr, flush=True)
     print(f"\nMethods' hot paths: seconds per run (median of {args.reps}), {args.threads} threads; wall "

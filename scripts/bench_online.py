@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchjobs import answer, run_job
 
 KEYS = ("sample", "score", "train", "sync", "step")
 CONTENDERS = ("ours-transformers", "ours-vllm", "trl", "trl-default")
@@ -178,19 +178,13 @@ def summarise(name: str, steps: list[dict], args: argparse.Namespace, setup: flo
     }
 
 
-def run_job(contender: str, args: argparse.Namespace) -> dict:
+def run_contender(contender: str, args: argparse.Namespace) -> dict:
     """One contender's run in a fresh process (its own engine, allocator and RSS)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TQDM_DISABLE="1", TRL_EXPERIMENTAL_SILENCE="1")
-    command = [sys.executable, __file__, "--job", contender, "--recipe", args.recipe, "--model", args.model,
+    command = [__file__, "--job", contender, "--recipe", args.recipe, "--model", args.model,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
                "--threads", str(args.threads)]  # fmt: skip
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-    print(proc.stderr[-3000:], file=sys.stderr)
-    return {"contender": contender, "error": tail[0]}
+    result, error = run_job(command, args.threads, TRL_EXPERIMENTAL_SILENCE="1")
+    return result if result is not None else {"contender": contender, "error": error}
 
 
 def job(contender: str, args: argparse.Namespace) -> dict:
@@ -231,7 +225,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.job:
-        print("RESULT " + json.dumps(job(args.job, args)))
+        answer(job(args.job, args))
         return 0
     contenders = args.contenders.split(",")
     unknown = [c for c in contenders if c not in CONTENDERS]
@@ -254,7 +248,7 @@ def main(argv: list[str]) -> int:
             )
         for rep in range(args.reps):
             for contender in contenders[rep % len(contenders) :] + contenders[: rep % len(contenders)]:
-                out = run_job(contender, args)
+                out = run_contender(contender, args)
                 runs[contender].append(out)
                 shown = f"{out['step_s']:.3f} s/step" if "error" not in out else f"failed: {out['error']}"
                 print(f"  rep {rep} {contender:18s} {shown}", file=sys.stderr, flush=True)
