@@ -118,7 +118,7 @@ def job(method: str, threads: int) -> dict:
     if method == "urial-no-prefix-reuse":
         from alignment.policy import prefix
 
-        prefix.MIN_SHARED_PREFIX = hf.MIN_SHARED_PREFIX = 10**9  # the rows' own prefix, re-encoded per row
+        prefix.MIN_SHARED_PREFIX = 10**9  # the rows' own prefix, re-encoded per row
     with tempfile.TemporaryDirectory(prefix=f"bench_methods_{method}_") as tmp:
         overrides = [f"output_dir={tmp}/run", f"model.reference_cache_dir={tmp}/cache"]
         started = time.perf_counter()

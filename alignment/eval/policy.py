@@ -34,8 +34,9 @@ from alignment.sampling.vllm import model_state_for_sync
 logger = logging.getLogger(__name__)
 
 #: `evaluation.backend: auto` samples with vLLM from this many parameters up. Measured on CPU
-#: (scripts/bench_eval.py, 2026-12-07): a run's evaluation took 7.1 s with transformers against 9.8 s with vLLM
-#: for the 1M toy model (the engine's start-up dominates) and 39.1 s against 37.0 s for a 20M model.
+#: (scripts/bench_eval.py, 2026-12-07): a run's evaluation took 7.0 s with transformers against 10.2 s with vLLM
+#: for the 1M toy model (the engine's start-up dominates), 39.5 s against 38.5 s for a 20M model and 103.9 s
+#: against 99.0 s for an 80M one.
 AUTO_VLLM_MIN_PARAMETERS = 20_000_000
 
 

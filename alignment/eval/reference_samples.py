@@ -1,9 +1,9 @@
 """The reference side's samples of an evaluation, drawn once per (reference, prompts, settings) and kept.
 
 Every run of a study evaluates against the same reference (the initial model) on the same prompts with the
-same seed, so every run would draw the very same reference samples again: a third of a toy run's evaluation.
-They are kept under ``$ALIGNMENT_CACHE/eval-reference/<key>.json`` (`cache_root`), where the key covers everything the samples
-depend on: the reference's weights (`model_weights_hash`), its tokenizer's vocabulary, its template and stop
+same seed, so every run would draw the very same reference samples again: half of an evaluation's sampling.
+They are kept under ``$ALIGNMENT_CACHE/eval-reference/<key>.json`` (`cache_root`), where the key covers
+everything the samples depend on: the reference's weights (`model_weights_hash`), its tokenizer's vocabulary, its template and stop
 strings, the sampler (backend), the prompts in order and the sampling parameters. A hit returns exactly the
 samples a draw would have returned. Not cached: unseeded sampling, and a reference that is a LoRA policy with its
 adapter off (its state holds the adapter being trained, so no two evaluations would share a key).

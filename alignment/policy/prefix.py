@@ -37,6 +37,13 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     return length
 
 
+def reusable_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """`shared_prefix_length`, or 0 when it is shorter than `MIN_SHARED_PREFIX`: the one rule sampling and
+    scoring follow for when a prefix is encoded once."""
+    length = shared_prefix_length(rows)
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
 def prefix_cache(model: nn.Module, prefix: Sequence[int], rows: int):
     """The key/value cache of `prefix` (one forward pass, batch 1), repeated for `rows` rows."""
     device = next(model.parameters()).device
@@ -55,8 +62,8 @@ def build_prefixed_batch(
     """(shared prefix, the padded batch of what follows it in each sequence), or None when the prompts share
     fewer than `MIN_SHARED_PREFIX` tokens. The batch's targets, sequence indices and counts are those of the
     full sequences' batch; its positions index the suffix grid."""
-    length = shared_prefix_length(prompt_ids)
-    if length < MIN_SHARED_PREFIX:
+    length = reusable_prefix_length(prompt_ids)
+    if not length:
         return None
     suffixes = [list(p[length:]) for p in prompt_ids]
     return list(prompt_ids[0][:length]), build_padded_batch(suffixes, completions, pad_token_id=pad_token_id)

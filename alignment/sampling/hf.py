@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from alignment.policy.prefix import MIN_SHARED_PREFIX, prefix_cache, shared_prefix_length
+from alignment.policy.prefix import prefix_cache, reusable_prefix_length
 from alignment.sampling.base import (
     PROGRESS_MIN_BATCHES,
     Completions,
@@ -53,8 +53,7 @@ class TransformersSampler:
         batches = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
         show = self.progress if self.progress is not None else len(batches) >= PROGRESS_MIN_BATCHES
 
-        shared = shared_prefix_length(prompt_ids)  # an in-context template's prefix: encoded once per batch
-        shared = shared if shared >= MIN_SHARED_PREFIX else 0
+        shared = reusable_prefix_length(prompt_ids)  # an in-context template's prefix: encoded once per batch
         token_ids: list[list[list[int]]] = [[] for _ in prompts]
         logprobs: list[list[float]] | None = [[] for _ in prompts] if params.logprobs else None
         was_training = self.model.training

@@ -76,7 +76,7 @@ def test_sampling_behind_a_shared_prefix_matches_full_rows(
     monkeypatch.setattr("alignment.sampling.hf.prefix_cache", counting)
     shared = sampler.generate(prompts, params)
     assert calls == [4, 2]  # one prefix pass per generate() batch
-    monkeypatch.setattr("alignment.sampling.hf.MIN_SHARED_PREFIX", 10_000)  # the plain path
+    monkeypatch.setattr(prefix_module, "MIN_SHARED_PREFIX", 10_000)  # the plain path
     plain = sampler.generate(prompts, params)
     assert shared.token_ids == plain.token_ids
     assert shared.flat_logprobs() == pytest.approx(plain.flat_logprobs(), abs=1e-4)
